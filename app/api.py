@@ -1,0 +1,352 @@
+"""The HTTP API: ``/v1`` routes, health checks, and problem documents for every error."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.conditions import compile_condition
+from app.engine import WorkflowStatus
+from app.errors import (
+    PROBLEM_CONTENT_TYPE,
+    BadRequest,
+    FieldError,
+    NotFound,
+    PayloadTooLarge,
+    ProblemError,
+    Unauthorized,
+    ValidationFailed,
+)
+from app.netguard import NetPolicy, check_url
+from app.schemas import MAX_BODY_BYTES, canonical_json, parse_create_request
+from app.store import LIST_LIMIT_MAX, Store, decode_cursor
+
+log = logging.getLogger("baton.api")
+
+#: How often an idle event stream sends a comment to keep proxies from closing it.
+SSE_KEEPALIVE_SECONDS = 15.0
+#: How often an event stream looks for new events.
+SSE_POLL_SECONDS = 0.25
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def problem_response(error: ProblemError, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(error.to_problem()),
+        status_code=error.status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+class Api:
+    """The route handlers; holds the store and what they need to wake the dispatcher."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        policy: NetPolicy,
+        wake: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.wake = wake
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/v1/workflows", self.create_workflow, methods=["POST"]),
+            Route("/v1/workflows", self.list_workflows, methods=["GET"]),
+            Route("/v1/workflows/{workflow_id}", self.get_workflow, methods=["GET"]),
+            Route("/v1/workflows/{workflow_id}/events", self.events, methods=["GET"]),
+            Route("/v1/workflows/{workflow_id}/steps/{step_id}", self.get_step, methods=["GET"]),
+            Route(
+                "/v1/workflows/{workflow_id}/steps/{step_id}/dependencies",
+                self.get_dependencies,
+                methods=["GET"],
+            ),
+        ]
+
+    # ----------------------------------------------------------------- health
+
+    async def healthz(self, request: Request) -> Response:
+        return JSON({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        try:
+            await self.store.ping()
+        except Exception as exc:
+            log.warning("readiness check failed: %s", exc)
+            return JSON({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return JSON({"status": "ok", "database": "ok"})
+
+    # ----------------------------------------------------------------- workflows
+
+    async def create_workflow(self, request: Request) -> Response:
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise ValidationFailed(
+                [FieldError("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")]
+            )
+        raw = await read_body(request, MAX_BODY_BYTES)
+        spec, document = parse_create_request(
+            raw, check_url=self._check_url, check_condition=_check_condition
+        )
+        request_hash = hashlib.sha256(canonical_json(document)).hexdigest()
+        body, created = await self.store.create_workflow(
+            spec, request_hash=request_hash, idempotency_key=idempotency_key
+        )
+        if created:
+            self.wake()
+        return JSON(
+            body,
+            status_code=201 if created else 200,
+            headers={"Location": f"/v1/workflows/{body['id']}"},
+        )
+
+    def _check_url(self, url: str) -> None:
+        check_url(url, self.policy)
+
+    async def list_workflows(self, request: Request) -> Response:
+        params = request.query_params
+        errors: list[FieldError] = []
+        status = params.get("status") or None
+        if status is not None and status not in WorkflowStatus.__members__.values():
+            allowed = ", ".join(s.value for s in WorkflowStatus)
+            errors.append(FieldError("status", f"must be one of {allowed}"))
+        limit = 50
+        if "limit" in params:
+            try:
+                limit = int(params["limit"])
+                if not 1 <= limit <= LIST_LIMIT_MAX:
+                    raise ValueError
+            except ValueError:
+                errors.append(
+                    FieldError("limit", f"must be a whole number from 1 to {LIST_LIMIT_MAX}")
+                )
+        cursor = params.get("cursor") or None
+        if cursor is not None:
+            try:
+                decode_cursor(cursor)
+            except ValueError:
+                errors.append(FieldError("cursor", "is not a cursor this server handed out"))
+        if errors:
+            raise ValidationFailed(errors, "The query parameters are not valid.")
+        items, next_cursor = await self.store.list_workflows(
+            status=status, name=params.get("name") or None, limit=limit, cursor=cursor
+        )
+        return JSON({"items": items, "nextCursor": next_cursor})
+
+    async def get_workflow(self, request: Request) -> Response:
+        workflow_id = request.path_params["workflow_id"]
+        document = await self.store.get_workflow(workflow_id)
+        if document is None:
+            raise NotFound(f"no workflow '{workflow_id}'")
+        return JSON(document)
+
+    async def get_step(self, request: Request) -> Response:
+        workflow_id = request.path_params["workflow_id"]
+        step_id = request.path_params["step_id"]
+        document = await self.store.get_step(workflow_id, step_id)
+        if document is None:
+            raise NotFound(await self._missing(workflow_id, step_id))
+        return JSON(document)
+
+    async def get_dependencies(self, request: Request) -> Response:
+        workflow_id = request.path_params["workflow_id"]
+        step_id = request.path_params["step_id"]
+        document = await self.store.get_dependencies(workflow_id, step_id)
+        if document is None:
+            raise NotFound(await self._missing(workflow_id, step_id))
+        return JSON(document)
+
+    async def _missing(self, workflow_id: str, step_id: str) -> str:
+        if not await self.store.workflow_exists(workflow_id):
+            return f"no workflow '{workflow_id}'"
+        return f"workflow '{workflow_id}' has no step '{step_id}'"
+
+    # ----------------------------------------------------------------- events
+
+    async def events(self, request: Request) -> Response:
+        workflow_id = request.path_params["workflow_id"]
+        if not await self.store.workflow_exists(workflow_id):
+            raise NotFound(f"no workflow '{workflow_id}'")
+        if "text/event-stream" in request.headers.get("accept", ""):
+            after = _last_event_id(request.headers.get("last-event-id"))
+            return StreamingResponse(
+                self._event_stream(request, workflow_id, after),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return JSON({"items": await self.store.list_events(workflow_id)})
+
+    async def _event_stream(
+        self, request: Request, workflow_id: str, after: int | None
+    ) -> AsyncIterator[bytes]:
+        last = after
+        idle = 0.0
+        while True:
+            items = await self.store.list_events(workflow_id, after=last, limit=500)
+            for item in items:
+                last = item["id"]
+                yield _sse(item)
+            if items:
+                idle = 0.0
+                continue
+            document = await self.store.get_workflow_status(workflow_id)
+            if document is None or (
+                document in _FINAL_STATUSES
+                and not await self.store.has_pending_deliveries(workflow_id)
+            ):
+                # Nothing more will happen: flush anything written meanwhile and end.
+                for item in await self.store.list_events(workflow_id, after=last):
+                    yield _sse(item)
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(SSE_POLL_SECONDS)
+            idle += SSE_POLL_SECONDS
+            if idle >= SSE_KEEPALIVE_SECONDS:
+                idle = 0.0
+                yield b": keep-alive\n\n"
+
+
+_FINAL_STATUSES = frozenset(
+    {
+        WorkflowStatus.COMPLETED.value,
+        WorkflowStatus.FAILED.value,
+        WorkflowStatus.CANCELLED.value,
+        WorkflowStatus.COMPENSATED.value,
+        WorkflowStatus.COMPENSATION_FAILED.value,
+    }
+)
+
+
+def _sse(item: dict[str, Any]) -> bytes:
+    return (
+        f"id: {item['id']}\nevent: {item['type']}\ndata: ".encode() + orjson.dumps(item) + b"\n\n"
+    )
+
+
+def _last_event_id(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise BadRequest("Last-Event-ID must be an event id this server sent") from exc
+
+
+def _check_condition(source: str) -> None:
+    compile_condition(source)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing more than ``limit`` bytes while reading (never buffer more)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"the request body is limited to {limit} bytes")
+        except ValueError as exc:
+            raise BadRequest("Content-Length is not a number") from exc
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is limited to {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class BearerAuth:
+    """ASGI middleware: every ``/v1`` request needs a known bearer key (callbacks excepted)."""
+
+    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+        self.app = app
+        self._keys = [k.encode() for k in keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        protected = path.startswith("/v1/") and not path.startswith("/v1/callbacks/")
+        if scope["type"] == "http" and protected and not self._authorized(scope):
+            response = problem_response(
+                Unauthorized("a valid API key is required: Authorization: Bearer <key>"),
+                headers={"WWW-Authenticate": 'Bearer realm="baton"'},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() != b"bearer" or not token:
+                    return False
+                token = token.strip()
+                # Compare against every key so timing says nothing about which matched.
+                return any([hmac.compare_digest(token, k) for k in self._keys])
+        return False
+
+
+async def problem_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc)
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    titles = {404: NotFound, 405: None}
+    cls = titles.get(exc.status_code)
+    if cls is not None:
+        return problem_response(cls(f"no route for {request.method} {request.url.path}"))
+    problem = {
+        "type": "about:blank",
+        "title": exc.detail if isinstance(exc.detail, str) else "Error",
+        "status": exc.status_code,
+        "detail": exc.detail if isinstance(exc.detail, str) else None,
+        "errors": [],
+    }
+    return Response(
+        orjson.dumps(problem),
+        status_code=exc.status_code,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=exc.headers,
+    )
+
+
+async def server_error_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    problem = {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "the server could not handle this request; it has been logged",
+        "errors": [],
+    }
+    return JSONResponse(problem, status_code=500, media_type=PROBLEM_CONTENT_TYPE)
+
+
+ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]

@@ -1,0 +1,72 @@
+"""Database set-up: the Tortoise configuration, start-up migrations, connection lifetime."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.migrations.api import migrate
+
+from app.errors import ConfigurationError
+
+log = logging.getLogger("baton.db")
+
+#: SQLite tuned for one writing process: WAL (set by Tortoise), fsync at checkpoints only
+#: (WAL + synchronous=NORMAL stays consistent across crashes of the process), and a
+#: busy timeout so a short lock by a reader never fails a write.
+SQLITE_PRAGMAS = {"synchronous": "NORMAL", "busy_timeout": "5000"}
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    """The Tortoise config dict for ``database_url`` (``sqlite://…`` or ``postgres://…``)."""
+    url = database_url
+    if url.startswith("sqlite://") and url != "sqlite://:memory:":
+        path = Path(url.removeprefix("sqlite://").split("?", 1)[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sep = "&" if "?" in url else "?"
+        extra = "&".join(f"{k}={v}" for k, v in SQLITE_PRAGMAS.items() if f"{k}=" not in url)
+        if extra:
+            url = f"{url}{sep}{extra}"
+    elif not url.startswith(("postgres://", "postgresql://", "asyncpg://", "sqlite://")):
+        raise ConfigurationError(
+            "BATON_DATABASE_URL must be sqlite://PATH or postgres://USER:PASS@HOST:PORT/DB"
+        )
+    if url.startswith("postgresql://"):
+        url = "postgres://" + url.removeprefix("postgresql://")
+    # Tortoise caches compiled SQL per connection *name*: a name per dialect keeps a
+    # process that opens SQLite and then PostgreSQL (the test suite) from mixing them.
+    name = "sqlite" if url.startswith("sqlite") else "postgres"
+    return {
+        "connections": {name: url},
+        "apps": {
+            "models": {
+                "models": ["app.models"],
+                "default_connection": name,
+                "migrations": "app.migrations",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+async def open_database(database_url: str) -> None:
+    """Apply pending migrations, then open the connections Baton runs on."""
+    config = tortoise_config(database_url)
+    try:
+        await migrate(config=config)
+    finally:
+        await Tortoise.close_connections()
+    # The global fallback makes the connections visible to request tasks, which do not
+    # inherit the lifespan task's context (Tortoise's own Starlette integration does this).
+    await Tortoise.init(config=config, _enable_global_fallback=True)
+    log.info("database ready (%s)", database_url.split("://", 1)[0])
+
+
+async def close_database() -> None:
+    await Tortoise.close_connections()
+    # Forget the models' bindings too, so the next open (tests switch between SQLite and
+    # PostgreSQL in one process) builds queries for its own dialect.
+    await Tortoise._reset_apps()

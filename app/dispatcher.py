@@ -1,0 +1,215 @@
+"""The dispatcher: claims due deliveries, sends them, settles what came back.
+
+Three tasks per process:
+
+- the claim loop takes due rows from the database (never from memory) up to
+  ``BATON_MAX_CONCURRENCY`` in flight, and sleeps until woken, until the next
+  due time, or for at most ``POLL_INTERVAL`` (work of other processes, expired
+  leases);
+- the committer settles finished attempts in batches: many answers, one
+  transaction (group commit), then wakes the claim loop when the batch made
+  new work due — a dependent step is sent within milliseconds;
+- the lease keeper renews the leases of requests still in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+
+from app.delivery import Deliverer
+from app.store import Job, Report, Store
+
+log = logging.getLogger("baton.dispatcher")
+
+#: Longest sleep between looks at the database when nothing wakes us.
+POLL_INTERVAL = 1.0
+#: Most rows claimed in one transaction.
+CLAIM_BATCH = 200
+#: Most answers settled in one transaction.
+SETTLE_BATCH = 200
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        deliverer: Deliverer,
+        *,
+        max_concurrency: int,
+        lease_seconds: float,
+    ) -> None:
+        self.store = store
+        self.deliverer = deliverer
+        self.max_concurrency = max_concurrency
+        self.lease_seconds = lease_seconds
+        self._wake = asyncio.Event()
+        self._reports: asyncio.Queue[Report] = asyncio.Queue()
+        #: delivery id -> task, for requests claimed and not yet settled.
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._rand = random.random
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="baton-claim"),
+            asyncio.create_task(self._commit_loop(), name="baton-commit"),
+            asyncio.create_task(self._lease_loop(), name="baton-lease"),
+        ]
+
+    def wake(self) -> None:
+        """New work may be due now: look at the database without waiting for the poll."""
+        self._wake.set()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let requests in flight finish for up to ``grace`` seconds,
+        settle what finished, and release the leases of the rest."""
+        self._stopping = True
+        self._wake.set()
+        claim = self._tasks[0] if self._tasks else None
+        if claim is not None:
+            claim.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await claim
+        pending = [t for t in self._inflight.values() if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        for task in self._inflight.values():
+            task.cancel()
+        # Settle everything that did finish before letting the committer go.
+        await self._drain_reports()
+        unfinished = list(self._inflight)
+        for task in self._tasks[1:]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if unfinished:
+            try:
+                await self.store.release_leases(unfinished)
+            except Exception:
+                log.exception(
+                    "could not release %d leases; they expire on their own", len(unfinished)
+                )
+        self._inflight.clear()
+
+    # ----------------------------------------------------------------- claim
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = self.max_concurrency - len(self._inflight)
+            claimed = 0
+            if free > 0:
+                try:
+                    jobs = await self.store.claim_due(
+                        min(free, CLAIM_BATCH), lease_seconds=self.lease_seconds
+                    )
+                except Exception:
+                    log.exception("claiming due deliveries failed; retrying")
+                    jobs = []
+                    await asyncio.sleep(POLL_INTERVAL)
+                for job in jobs:
+                    self._spawn(job)
+                claimed = len(jobs)
+                if claimed and claimed == min(free, CLAIM_BATCH):
+                    continue  # there may be more due right now
+            await self._sleep(free > 0 and claimed == 0)
+
+    async def _sleep(self, idle: bool) -> None:
+        timeout = POLL_INTERVAL
+        if idle:
+            with contextlib.suppress(Exception):
+                due = await self.store.next_due_at()
+                if due is not None:
+                    timeout = min(POLL_INTERVAL, max(0.0, due - time.time()))
+        if timeout <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _spawn(self, job: Job) -> None:
+        if job.takeover:
+            log.info(
+                "taking over %s %s/%s attempt %d after its lease ran out",
+                job.kind,
+                job.workflow_id,
+                job.step_id,
+                job.attempt,
+            )
+        task = asyncio.create_task(self._run(job), name=f"baton-send-{job.delivery_id}")
+        self._inflight[job.delivery_id] = task
+
+    async def _run(self, job: Job) -> None:
+        try:
+            report = await self.deliverer.send(job)
+        except Exception:
+            # Never lose a claimed job to a bug in sending: its lease expires and it is
+            # sent again. Say loudly that this happened.
+            log.exception(
+                "sending %s %s/%s failed unexpectedly", job.kind, job.workflow_id, job.step_id
+            )
+            return
+        await self._reports.put(report)
+
+    # ----------------------------------------------------------------- settle
+
+    async def _commit_loop(self) -> None:
+        while True:
+            first = await self._reports.get()
+            batch = [first]
+            while len(batch) < SETTLE_BATCH and not self._reports.empty():
+                batch.append(self._reports.get_nowait())
+            await self._settle(batch)
+
+    async def _drain_reports(self) -> None:
+        batch: list[Report] = []
+        while not self._reports.empty():
+            batch.append(self._reports.get_nowait())
+        if batch:
+            await self._settle(batch)
+
+    async def _settle(self, batch: list[Report]) -> None:
+        try:
+            summary = await self.store.settle(batch, rand=self._rand)
+        except Exception:
+            log.exception("settling %d answers failed; settling them one by one", len(batch))
+            for report in batch:
+                try:
+                    await self.store.settle([report], rand=self._rand)
+                except Exception:
+                    # Its lease runs out and another claim sends it again (at-least-once).
+                    log.exception(
+                        "could not record the answer for %s/%s",
+                        report.job.workflow_id,
+                        report.job.step_id,
+                    )
+            summary = None
+        for report in batch:
+            self._inflight.pop(report.job.delivery_id, None)
+        if summary is None or summary.due_now or not self._stopping:
+            self._wake.set()
+
+    # ----------------------------------------------------------------- leases
+
+    async def _lease_loop(self) -> None:
+        interval = max(0.2, self.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if not self._inflight:
+                continue
+            try:
+                await self.store.renew_leases(
+                    list(self._inflight), lease_seconds=self.lease_seconds
+                )
+            except Exception:
+                log.exception("renewing leases failed")

@@ -1,0 +1,472 @@
+"""The pure workflow engine: statuses, answer classification, retry decisions, readiness.
+
+Nothing here awaits, touches the database or speaks HTTP. The store hands the
+engine plain values, the engine answers with decisions, and the store applies
+them as conditional updates. That keeps every rule of DESIGN.md §4–§5 in one
+place where it can be tested exhaustively.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+MAX_RESULT_BYTES = 1024 * 1024
+#: How much of an answer's body the attempt log keeps.
+RESPONSE_EXCERPT_CHARS = 2048
+
+
+class WorkflowStatus(enum.StrEnum):
+    PENDING = "pending"  #: accepted, not started yet
+    RUNNING = "running"  #: steps are being dispatched
+    COMPLETED = "completed"  #: every step settled and none failed the workflow
+    FAILED = "failed"  #: a step failed for good (or the workflow timed out)
+    CANCELLED = "cancelled"  #: cancelled through the API
+    COMPENSATING = "compensating"  #: saga: compensations are running
+    COMPENSATED = "compensated"  #: saga: every compensation succeeded
+    COMPENSATION_FAILED = "compensation_failed"  #: saga: a compensation failed for good
+
+
+TERMINAL_WORKFLOW_STATUSES = frozenset(
+    {
+        WorkflowStatus.COMPLETED,
+        WorkflowStatus.FAILED,
+        WorkflowStatus.CANCELLED,
+        WorkflowStatus.COMPENSATED,
+        WorkflowStatus.COMPENSATION_FAILED,
+    }
+)
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"  #: waiting for its dependencies
+    RUNNING = "running"  #: request queued or in flight, or awaiting an async callback
+    RETRYING = "retrying"  #: waiting for its next attempt's due time
+    COMPLETED = "completed"  #: answered successfully; its result is stored
+    FAILED = "failed"  #: failed after its last attempt
+    SKIPPED = "skipped"  #: its `when` condition was false
+    CANCELLED = "cancelled"  #: can no longer run (the workflow failed or was cancelled)
+
+
+SETTLED_STEP_STATUSES = frozenset(
+    {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED}
+)
+#: Steps that have been dispatched and not settled.
+ACTIVE_STEP_STATUSES = frozenset({StepStatus.RUNNING, StepStatus.RETRYING})
+
+
+class DeliveryKind(enum.StrEnum):
+    STEP = "step"  #: a step's own request
+    COMPENSATION = "compensation"  #: saga: undo a completed step
+    ON_COMPLETE = "on_complete"  #: the workflow's onComplete callback
+    ON_ERROR = "on_error"  #: the workflow's onError callback
+
+
+CALLBACK_KINDS = frozenset({DeliveryKind.ON_COMPLETE, DeliveryKind.ON_ERROR})
+
+
+class StepErrorCode(enum.StrEnum):
+    HTTP_ERROR = "http_error"  #: the handler answered a non-2xx status
+    TIMEOUT = "timeout"  #: no answer within the step's timeout
+    CONNECTION_ERROR = "connection_error"  #: the request could not be sent
+    HANDLER_ERROR = "handler_error"  #: the handler said `success: false`
+    INVALID_RESPONSE = "invalid_response"  #: the answer could not be understood
+    RESULT_TOO_LARGE = "result_too_large"  #: the result is over 1 MiB
+
+
+class WorkflowErrorCode(enum.StrEnum):
+    STEP_FAILED = "step_failed"
+    WORKFLOW_TIMEOUT = "workflow_timeout"
+    CANCELLED = "cancelled"
+
+
+class Outcome(enum.StrEnum):
+    COMPLETED = "completed"  #: the attempt succeeded
+    FAILED = "failed"  #: the attempt failed (maybe retryable)
+    ASYNC = "async"  #: the handler accepted the work and will call back
+
+
+class Backoff(enum.StrEnum):
+    EXPONENTIAL = "exponential"
+    FIXED = "fixed"
+    LINEAR = "linear"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When and how often a failed attempt is tried again (DESIGN §3 defaults)."""
+
+    max_attempts: int = 3
+    backoff: Backoff = Backoff.EXPONENTIAL
+    delay: float = 1.0
+    max_delay: float = 300.0
+    jitter: bool = True
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RetryPolicy:
+        return cls(
+            max_attempts=int(data["maxAttempts"]),
+            backoff=Backoff(data["backoff"]),
+            delay=float(data["delay"]),
+            max_delay=float(data["maxDelay"]),
+            jitter=bool(data["jitter"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "maxAttempts": self.max_attempts,
+            "backoff": self.backoff.value,
+            "delay": self.delay,
+            "maxDelay": self.max_delay,
+            "jitter": self.jitter,
+        }
+
+
+#: Callbacks (onComplete / onError): 5 attempts, exponential from 1 s (DESIGN §5).
+CALLBACK_RETRY_POLICY = RetryPolicy(max_attempts=5, delay=1.0, max_delay=60.0, jitter=True)
+#: A callback request gets this long to answer.
+CALLBACK_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepError:
+    code: StepErrorCode
+    message: str
+    http_status: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code.value, "message": self.message, "httpStatus": self.http_status}
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one delivery attempt came to, before any retry decision."""
+
+    outcome: Outcome
+    result: Any = None
+    error: StepError | None = None
+    #: Whether trying again could help (5xx yes, 404 no, `"retry": false` no).
+    retryable: bool = False
+    #: Seconds the handler asked us to wait (Retry-After), if it did.
+    retry_after: float | None = None
+    http_status: int | None = None
+    excerpt: str | None = None
+
+    @classmethod
+    def failure(
+        cls,
+        code: StepErrorCode,
+        message: str,
+        *,
+        retryable: bool,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+        excerpt: str | None = None,
+    ) -> AttemptResult:
+        return cls(
+            outcome=Outcome.FAILED,
+            error=StepError(code, message, http_status),
+            retryable=retryable,
+            retry_after=retry_after,
+            http_status=http_status,
+            excerpt=excerpt,
+        )
+
+
+_RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+def classify_answer(
+    status: int,
+    body: bytes,
+    *,
+    retry_after: str | None = None,
+    now: datetime | None = None,
+    max_result_bytes: int = MAX_RESULT_BYTES,
+) -> AttemptResult:
+    """Turn a handler's HTTP answer into an attempt result (the table in DESIGN §4)."""
+    excerpt = _excerpt(body)
+    if 200 <= status < 300:
+        return _classify_success(status, body, excerpt, max_result_bytes)
+    if status in _RETRYABLE_STATUSES or status >= 500:
+        return AttemptResult.failure(
+            StepErrorCode.HTTP_ERROR,
+            f"handler answered HTTP {status}",
+            retryable=True,
+            http_status=status,
+            retry_after=parse_retry_after(retry_after, now=now),
+            excerpt=excerpt,
+        )
+    if 300 <= status < 400:
+        return AttemptResult.failure(
+            StepErrorCode.HTTP_ERROR,
+            f"handler answered HTTP {status}; redirects are not followed",
+            retryable=False,
+            http_status=status,
+            excerpt=excerpt,
+        )
+    return AttemptResult.failure(
+        StepErrorCode.HTTP_ERROR,
+        f"handler answered HTTP {status}",
+        retryable=False,
+        http_status=status,
+        excerpt=excerpt,
+    )
+
+
+def _classify_success(
+    status: int, body: bytes, excerpt: str | None, max_result_bytes: int
+) -> AttemptResult:
+    if len(body) > max_result_bytes:
+        return AttemptResult.failure(
+            StepErrorCode.RESULT_TOO_LARGE,
+            f"the answer is {len(body)} bytes; results are limited to {max_result_bytes}",
+            retryable=False,
+            http_status=status,
+            excerpt=excerpt,
+        )
+    document: Any = None
+    if body.strip():
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            # A 2xx with a body that is not JSON still means "done" (DESIGN §4).
+            return AttemptResult(Outcome.COMPLETED, None, http_status=status, excerpt=excerpt)
+    if not isinstance(document, dict):
+        return AttemptResult(Outcome.COMPLETED, document, http_status=status, excerpt=excerpt)
+    if status == 202 and document.get("async") is True:
+        return AttemptResult(Outcome.ASYNC, None, http_status=status, excerpt=excerpt)
+    if "success" not in document:
+        return AttemptResult(Outcome.COMPLETED, document, http_status=status, excerpt=excerpt)
+    success = document["success"]
+    if success is True:
+        return AttemptResult(
+            Outcome.COMPLETED, document.get("result"), http_status=status, excerpt=excerpt
+        )
+    if success is False:
+        message = document.get("error")
+        if not isinstance(message, str):
+            message = "handler reported failure" if message is None else _compact(message)
+        return AttemptResult.failure(
+            StepErrorCode.HANDLER_ERROR,
+            message,
+            retryable=document.get("retry") is not False,
+            http_status=status,
+            excerpt=excerpt,
+        )
+    return AttemptResult.failure(
+        StepErrorCode.INVALID_RESPONSE,
+        "`success` must be true or false",
+        retryable=False,
+        http_status=status,
+        excerpt=excerpt,
+    )
+
+
+def classify_timeout(timeout: float) -> AttemptResult:
+    return AttemptResult.failure(
+        StepErrorCode.TIMEOUT, f"no answer within {timeout:g} s", retryable=True
+    )
+
+
+def classify_connection_error(message: str) -> AttemptResult:
+    return AttemptResult.failure(StepErrorCode.CONNECTION_ERROR, message, retryable=True)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def backoff_delay(
+    policy: RetryPolicy,
+    failed_attempt: int,
+    *,
+    retry_after: float | None = None,
+    rand: Callable[[], float] | None = None,
+) -> float:
+    """Seconds to wait before the attempt after ``failed_attempt`` (1-based).
+
+    fixed: ``delay``; linear: ``delay·n``; exponential: ``delay·2^(n-1)``; capped by
+    ``maxDelay``; with jitter a random fraction of that (full jitter). A handler's
+    Retry-After is honoured — we never come back sooner than it asked — but is
+    capped by ``maxDelay`` too.
+    """
+    n = max(1, failed_attempt)
+    if policy.backoff is Backoff.FIXED:
+        base = policy.delay
+    elif policy.backoff is Backoff.LINEAR:
+        base = policy.delay * n
+    else:
+        # Cap the exponent: 2**1100 overflows a float long before maxDelay matters.
+        base = policy.delay * math.pow(2, min(n - 1, 64))
+    wait = min(base, policy.max_delay)
+    if policy.jitter and rand is not None:
+        wait *= rand()
+    if retry_after is not None:
+        wait = max(wait, min(retry_after, policy.max_delay))
+    return wait
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptDecision:
+    """What to do with a step (or callback) after one attempt."""
+
+    #: The step's next status: COMPLETED, RETRYING, FAILED or RUNNING (async).
+    status: StepStatus
+    result: Any = None
+    error: StepError | None = None
+    #: Seconds until the next attempt, when ``status`` is RETRYING.
+    retry_in: float | None = None
+
+
+def decide_after_attempt(
+    attempt_result: AttemptResult,
+    attempt: int,
+    policy: RetryPolicy,
+    *,
+    may_retry: bool = True,
+    rand: Callable[[], float] | None = None,
+) -> AttemptDecision:
+    """Complete, retry later, wait for a callback, or fail for good.
+
+    ``may_retry`` is false once the workflow is doomed or cancelled: an answer
+    still counts, but nothing new is started because of it.
+    """
+    if attempt_result.outcome is Outcome.COMPLETED:
+        return AttemptDecision(StepStatus.COMPLETED, result=attempt_result.result)
+    if attempt_result.outcome is Outcome.ASYNC:
+        return AttemptDecision(StepStatus.RUNNING)
+    if attempt_result.retryable and may_retry and attempt < policy.max_attempts:
+        delay = backoff_delay(policy, attempt, retry_after=attempt_result.retry_after, rand=rand)
+        return AttemptDecision(StepStatus.RETRYING, error=attempt_result.error, retry_in=delay)
+    return AttemptDecision(StepStatus.FAILED, error=attempt_result.error)
+
+
+def satisfies_dependents(status: StepStatus, continue_on_failure: bool) -> bool:
+    """Whether a settled step lets its dependents proceed (DESIGN §5)."""
+    return status in (StepStatus.COMPLETED, StepStatus.SKIPPED) or (
+        status is StepStatus.FAILED and continue_on_failure
+    )
+
+
+def dooms_workflow(status: StepStatus, continue_on_failure: bool) -> bool:
+    """A step that failed for good without continueOnFailure dooms its workflow."""
+    return status is StepStatus.FAILED and not continue_on_failure
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowView:
+    """The parts of a workflow the finishing rules look at."""
+
+    status: WorkflowStatus
+    open_steps: int
+    failed_step: str | None
+    saga: bool = False
+    has_compensations: bool = False
+    #: Set when the workflow's end was caused by a timeout or a cancel.
+    end_reason: WorkflowErrorCode | None = None
+
+
+def final_status(view: WorkflowView) -> WorkflowStatus | None:
+    """The status a running workflow moves to once nothing is open, or None to keep going."""
+    if view.status is not WorkflowStatus.RUNNING or view.open_steps > 0:
+        return None
+    if view.end_reason is WorkflowErrorCode.CANCELLED:
+        return WorkflowStatus.CANCELLED
+    if view.failed_step is None and view.end_reason is None:
+        return WorkflowStatus.COMPLETED
+    if view.saga and view.has_compensations:
+        return WorkflowStatus.COMPENSATING
+    return WorkflowStatus.FAILED
+
+
+def callback_kind_for(status: WorkflowStatus) -> DeliveryKind | None:
+    """Which callback a workflow that reached ``status`` owes (DESIGN §5)."""
+    if status is WorkflowStatus.COMPLETED:
+        return DeliveryKind.ON_COMPLETE
+    if status in (
+        WorkflowStatus.FAILED,
+        WorkflowStatus.COMPENSATED,
+        WorkflowStatus.COMPENSATION_FAILED,
+        WorkflowStatus.CANCELLED,
+    ):
+        return DeliveryKind.ON_ERROR
+    return None
+
+
+def workflow_error(
+    code: WorkflowErrorCode, step_id: str | None, step_error: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The workflow's `error` document: {code, message, stepId}."""
+    if code is WorkflowErrorCode.STEP_FAILED:
+        detail = (step_error or {}).get("message")
+        message = f"step '{step_id}' failed" + (f": {detail}" if detail else "")
+    elif code is WorkflowErrorCode.WORKFLOW_TIMEOUT:
+        message = "the workflow did not finish within its timeout"
+    else:
+        message = "the workflow was cancelled"
+    return {"code": code.value, "message": message, "stepId": step_id}
+
+
+@dataclass(slots=True)
+class Readiness:
+    """Counts down a step's unsettled dependencies; never rescans the DAG."""
+
+    remaining: int
+    #: A dependency settled in a way that blocks this step for good.
+    blocked: bool = False
+    satisfied_by: list[str] = field(default_factory=list)
+
+
+def previous_steps(
+    ancestors: Iterable[str], states: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The `previousSteps` map sent to a step: every transitive ancestor (DESIGN §4).
+
+    ``states`` maps step id to {"status", "result", "error"} as stored.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for step_id in ancestors:
+        state = states.get(step_id)
+        if state is None:
+            continue
+        status = state["status"]
+        if status == StepStatus.COMPLETED:
+            out[step_id] = {"status": status, "result": state.get("result")}
+        elif status == StepStatus.FAILED:
+            out[step_id] = {"status": status, "error": state.get("error")}
+        else:
+            out[step_id] = {"status": status}
+    return out
+
+
+def _excerpt(body: bytes) -> str | None:
+    if not body:
+        return None
+    return body[:RESPONSE_EXCERPT_CHARS].decode("utf-8", errors="replace")
+
+
+def _compact(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()[:1000]
+    except TypeError:
+        return repr(value)[:1000]

@@ -1,0 +1,126 @@
+"""The ASGI application: ``app.main:app`` for uvicorn, ``create_app(settings)`` for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from app import __version__
+from app.api import (
+    Api,
+    BearerAuth,
+    ExceptionHandler,
+    http_exception_handler,
+    problem_handler,
+    server_error_handler,
+)
+from app.db import close_database, open_database
+from app.delivery import Deliverer
+from app.dispatcher import Dispatcher
+from app.errors import ConfigurationError, ProblemError
+from app.keys import api_keys, signing_secrets
+from app.logs import configure_logging
+from app.netguard import NetPolicy
+from app.settings import Settings
+from app.store import Job, Store
+from app.tokens import CallbackClaim, CallbackTokens
+from baton.signing import Signer
+
+log = logging.getLogger("baton")
+
+CALLBACK_TOKEN_SECRET = "callback-token"
+
+
+class _Runtime:
+    """What the lifespan starts and stops; routes reach the store through it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store()
+        self.dispatcher: Dispatcher | None = None
+
+    def wake(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the Baton ASGI app; nothing touches the database until the lifespan starts."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    runtime = _Runtime(settings)
+    try:
+        policy = NetPolicy.from_strings(settings.allow_private_networks, settings.allowed_hosts)
+    except ValueError as exc:
+        raise ConfigurationError(f"BATON_ALLOWED_HOSTS: {exc}") from exc
+    keys = api_keys(settings.api_keys, settings.data_dir)
+    secrets = signing_secrets(settings.signing_secrets, settings.data_dir)
+    api = Api(runtime.store, policy=policy, wake=runtime.wake)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.allow_private_networks:
+            log.warning(
+                "BATON_ALLOW_PRIVATE_NETWORKS=true: step and callback URLs may reach "
+                "loopback and private addresses (local development only)"
+            )
+        await open_database(settings.database_url)
+        tokens = CallbackTokens(await runtime.store.server_secret(CALLBACK_TOKEN_SECRET))
+
+        def callback_url(job: Job) -> str | None:
+            if job.step_id is None or job.run_id is None:
+                return None
+            token = tokens.make(
+                CallbackClaim(job.workflow_id, job.step_id, job.run_id, job.attempt)
+            )
+            return f"{settings.public_url}/v1/callbacks/{token}"
+
+        deliverer = Deliverer(
+            signer=Signer(secrets),
+            policy=policy,
+            callback_url=callback_url,
+            max_connections=settings.max_concurrency,
+        )
+        runtime.dispatcher = Dispatcher(
+            runtime.store,
+            deliverer,
+            max_concurrency=settings.max_concurrency,
+            lease_seconds=settings.lease_seconds,
+        )
+        runtime.dispatcher.start()
+        log.info("Baton %s ready (owner %s)", __version__, runtime.store.owner)
+        try:
+            yield
+        finally:
+            await runtime.dispatcher.stop(grace=settings.shutdown_grace)
+            await deliverer.aclose()
+            await close_database()
+
+    handlers: dict[type[Exception] | int, ExceptionHandler] = {
+        ProblemError: problem_handler,
+        HTTPException: http_exception_handler,
+        Exception: server_error_handler,
+    }
+    app = Starlette(
+        routes=api.routes(),
+        middleware=[Middleware(BearerAuth, keys=keys)],
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+def __getattr__(name: str) -> Starlette:
+    # `uvicorn app.main:app` builds the app from the environment on first access, so
+    # importing this module (tests, tools) never reads settings or writes key files.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,130 @@
+from tortoise import migrations
+from tortoise.migrations import operations as ops
+from orjson import loads
+from tortoise.fields.base import OnDelete
+from tortoise.fields.data import JSON_DUMPS
+from tortoise import fields
+from tortoise.indexes import Index
+
+class Migration(migrations.Migration):
+    initial = True
+
+    operations = [
+        ops.CreateModel(
+            name='ServerSecret',
+            fields=[
+                ('name', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=64)),
+                ('value', fields.TextField(unique=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'server_secrets', 'app': 'models', 'pk_attr': 'name', 'table_description': 'Secrets the server processes share through the database (callback token key).'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Workflow',
+            fields=[
+                ('id', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=128)),
+                ('name', fields.CharField(null=True, max_length=200)),
+                ('status', fields.CharField(max_length=24)),
+                ('context', fields.JSONField(encoder=JSON_DUMPS, decoder=loads)),
+                ('saga', fields.BooleanField(default=False)),
+                ('fail_fast', fields.BooleanField(default=True)),
+                ('timeout', fields.FloatField()),
+                ('on_complete', fields.TextField(null=True, unique=False)),
+                ('on_error', fields.TextField(null=True, unique=False)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('started_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('completed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('deadline_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('error', fields.JSONField(null=True, encoder=JSON_DUMPS, decoder=loads)),
+                ('request_hash', fields.CharField(description='sha256 of the canonical create request, for idempotent creates.', max_length=64)),
+                ('idempotency_key', fields.CharField(null=True, unique=True, max_length=255)),
+                ('open_steps', fields.IntField(description='Steps not yet completed, failed, skipped or cancelled.')),
+                ('failed_step', fields.CharField(null=True, description='The first step that failed for good without continueOnFailure.', max_length=128)),
+                ('step_count', fields.IntField()),
+            ],
+            options={'table': 'workflows', 'app': 'models', 'indexes': [Index(fields=['created_at', 'id']), Index(fields=['status', 'created_at']), Index(fields=['name', 'created_at'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Attempt',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('workflow', fields.ForeignKeyField('models.Workflow', source_field='workflow_id', db_constraint=True, to_field='id', related_name='attempt_log', on_delete=OnDelete.CASCADE)),
+                ('step_id', fields.CharField(null=True, max_length=128)),
+                ('kind', fields.CharField(max_length=16)),
+                ('number', fields.IntField()),
+                ('message_id', fields.CharField(max_length=96)),
+                ('started_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('duration_ms', fields.FloatField()),
+                ('http_status', fields.IntField(null=True)),
+                ('outcome', fields.CharField(max_length=16)),
+                ('error', fields.JSONField(null=True, encoder=JSON_DUMPS, decoder=loads)),
+                ('response_excerpt', fields.TextField(null=True, unique=False)),
+            ],
+            options={'table': 'attempts', 'app': 'models', 'indexes': [Index(fields=['workflow_id', 'step_id'])], 'pk_attr': 'id', 'table_description': 'One delivery attempt, as it happened: the attempt log.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Delivery',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('workflow', fields.ForeignKeyField('models.Workflow', source_field='workflow_id', db_constraint=True, to_field='id', related_name='deliveries', on_delete=OnDelete.CASCADE)),
+                ('step_id', fields.CharField(null=True, description='The step this delivery belongs to (steps and compensations), null for callbacks.', max_length=128)),
+                ('kind', fields.CharField(max_length=16)),
+                ('attempt', fields.IntField(default=1)),
+                ('message_id', fields.CharField(description='The webhook-id: stable across automatic attempts.', max_length=96)),
+                ('due_at', fields.FloatField()),
+                ('started', fields.BooleanField(default=False, description='Whether this attempt has been claimed before (a re-claim is a lease take-over).')),
+                ('awaiting', fields.BooleanField(default=False, description='An async step waiting for its callback, ``due_at`` then being its deadline.')),
+                ('lease_owner', fields.CharField(null=True, max_length=64)),
+                ('lease_until', fields.FloatField(null=True)),
+                ('payload', fields.JSONField(null=True, description='Callback bodies are fixed when the workflow ends (steps build theirs at send time).', encoder=JSON_DUMPS, decoder=loads)),
+                ('url', fields.TextField(unique=False)),
+            ],
+            options={'table': 'deliveries', 'app': 'models', 'indexes': [Index(fields=['due_at']), Index(fields=['workflow_id', 'step_id'])], 'pk_attr': 'id', 'table_description': 'A request Baton owes someone: the durable work queue, claimed under a lease.'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Event',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('workflow', fields.ForeignKeyField('models.Workflow', source_field='workflow_id', db_constraint=True, to_field='id', related_name='events', on_delete=OnDelete.CASCADE)),
+                ('step_id', fields.CharField(null=True, max_length=128)),
+                ('type', fields.CharField(max_length=40)),
+                ('at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('data', fields.JSONField(null=True, encoder=JSON_DUMPS, decoder=loads)),
+            ],
+            options={'table': 'events', 'app': 'models', 'indexes': [Index(fields=['workflow_id', 'id'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
+            name='Step',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('workflow', fields.ForeignKeyField('models.Workflow', source_field='workflow_id', db_constraint=True, to_field='id', related_name='steps', on_delete=OnDelete.CASCADE)),
+                ('step_id', fields.CharField(max_length=128)),
+                ('position', fields.IntField()),
+                ('url', fields.TextField(unique=False)),
+                ('depends_on', fields.JSONField(encoder=JSON_DUMPS, decoder=loads)),
+                ('dependents', fields.JSONField(encoder=JSON_DUMPS, decoder=loads)),
+                ('deps_remaining', fields.IntField(description='Dependencies not yet settled: readiness counts down, it never rescans the DAG.')),
+                ('status', fields.CharField(max_length=16)),
+                ('attempts', fields.IntField(default=0)),
+                ('retry', fields.JSONField(encoder=JSON_DUMPS, decoder=loads)),
+                ('timeout', fields.FloatField()),
+                ('compensation', fields.TextField(null=True, unique=False)),
+                ('condition', fields.TextField(null=True, unique=False)),
+                ('continue_on_failure', fields.BooleanField(default=False)),
+                ('started_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('completed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('completion_seq', fields.BigIntField(null=True, description='Orders completions for saga compensation (reverse completion order).')),
+                ('result', fields.JSONField(null=True, encoder=JSON_DUMPS, decoder=loads)),
+                ('error', fields.JSONField(null=True, encoder=JSON_DUMPS, decoder=loads)),
+                ('compensation_status', fields.CharField(null=True, max_length=16)),
+                ('run_id', fields.CharField(description='Base of the webhook-id: the same for every automatic attempt, new on a manual retry.', max_length=64)),
+            ],
+            options={'table': 'steps', 'app': 'models', 'unique_together': (('workflow', 'step_id'),), 'indexes': [Index(fields=['workflow_id', 'status'])], 'pk_attr': 'id'},
+            bases=['Model'],
+        ),
+    ]

@@ -1,0 +1,159 @@
+"""Tortoise models: the database schema. Only ``app.store`` imports this module.
+
+The schema is changed through migrations in ``app/migrations`` (Tortoise's own
+``tortoise makemigrations``); read each generated SQLite migration before
+committing it: a table rebuild drops indexes and cascades deletes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Workflow(Model):
+    id = fields.CharField(primary_key=True, max_length=128)
+    name = fields.CharField(max_length=200, null=True)
+    status = fields.CharField(max_length=24)
+    context: Any = fields.JSONField()
+    saga = fields.BooleanField(default=False)
+    fail_fast = fields.BooleanField(default=True)
+    timeout = fields.FloatField()
+    on_complete = fields.TextField(null=True)
+    on_error = fields.TextField(null=True)
+    created_at = fields.DatetimeField()
+    started_at = fields.DatetimeField(null=True)
+    completed_at = fields.DatetimeField(null=True)
+    deadline_at = fields.DatetimeField(null=True)
+    error: Any = fields.JSONField(null=True)
+    #: sha256 of the canonical create request, for idempotent creates.
+    request_hash = fields.CharField(max_length=64)
+    idempotency_key = fields.CharField(max_length=255, null=True, unique=True)
+    #: Steps not yet completed, failed, skipped or cancelled.
+    open_steps = fields.IntField()
+    #: The first step that failed for good without continueOnFailure.
+    failed_step = fields.CharField(max_length=128, null=True)
+    step_count = fields.IntField()
+
+    class Meta:
+        table = "workflows"
+        indexes = (("created_at", "id"), ("status", "created_at"), ("name", "created_at"))
+
+
+class Step(Model):
+    id = fields.BigIntField(primary_key=True)
+    workflow: fields.ForeignKeyRelation[Workflow] = fields.ForeignKeyField(
+        "models.Workflow", related_name="steps", on_delete=fields.CASCADE
+    )
+    step_id = fields.CharField(max_length=128)
+    position = fields.IntField()
+    url = fields.TextField()
+    depends_on: Any = fields.JSONField()
+    dependents: Any = fields.JSONField()
+    #: Dependencies not yet settled: readiness counts down, it never rescans the DAG.
+    deps_remaining = fields.IntField()
+    status = fields.CharField(max_length=16)
+    attempts = fields.IntField(default=0)
+    retry: Any = fields.JSONField()
+    timeout = fields.FloatField()
+    compensation = fields.TextField(null=True)
+    condition = fields.TextField(null=True)
+    continue_on_failure = fields.BooleanField(default=False)
+    started_at = fields.DatetimeField(null=True)
+    completed_at = fields.DatetimeField(null=True)
+    #: Orders completions for saga compensation (reverse completion order).
+    completion_seq = fields.BigIntField(null=True)
+    result: Any = fields.JSONField(null=True)
+    error: Any = fields.JSONField(null=True)
+    compensation_status = fields.CharField(max_length=16, null=True)
+    #: Base of the webhook-id: the same for every automatic attempt, new on a manual retry.
+    run_id = fields.CharField(max_length=64)
+
+    class Meta:
+        table = "steps"
+        unique_together = (("workflow", "step_id"),)
+        indexes = (("workflow_id", "status"),)
+
+
+class Delivery(Model):
+    """A request Baton owes someone: the durable work queue, claimed under a lease.
+
+    Scheduling times are epoch seconds: they are compared in claim queries on every
+    database and are never shown to users.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    workflow: fields.ForeignKeyRelation[Workflow] = fields.ForeignKeyField(
+        "models.Workflow", related_name="deliveries", on_delete=fields.CASCADE
+    )
+    #: The step this delivery belongs to (steps and compensations), null for callbacks.
+    step_id = fields.CharField(max_length=128, null=True)
+    kind = fields.CharField(max_length=16)
+    attempt = fields.IntField(default=1)
+    #: The webhook-id: stable across automatic attempts.
+    message_id = fields.CharField(max_length=96)
+    due_at = fields.FloatField()
+    #: Whether this attempt has been claimed before (a re-claim is a lease take-over).
+    started = fields.BooleanField(default=False)
+    #: An async step waiting for its callback, ``due_at`` then being its deadline.
+    awaiting = fields.BooleanField(default=False)
+    lease_owner = fields.CharField(max_length=64, null=True)
+    lease_until = fields.FloatField(null=True)
+    #: Callback bodies are fixed when the workflow ends (steps build theirs at send time).
+    payload: Any = fields.JSONField(null=True)
+    url = fields.TextField()
+
+    class Meta:
+        table = "deliveries"
+        indexes = (("due_at",), ("workflow_id", "step_id"))
+
+
+class ServerSecret(Model):
+    """Secrets the server processes share through the database (callback token key)."""
+
+    name = fields.CharField(primary_key=True, max_length=64)
+    value = fields.TextField()
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "server_secrets"
+
+
+class Attempt(Model):
+    """One delivery attempt, as it happened: the attempt log."""
+
+    id = fields.BigIntField(primary_key=True)
+    workflow: fields.ForeignKeyRelation[Workflow] = fields.ForeignKeyField(
+        "models.Workflow", related_name="attempt_log", on_delete=fields.CASCADE
+    )
+    step_id = fields.CharField(max_length=128, null=True)
+    kind = fields.CharField(max_length=16)
+    number = fields.IntField()
+    message_id = fields.CharField(max_length=96)
+    started_at = fields.DatetimeField()
+    duration_ms = fields.FloatField()
+    http_status = fields.IntField(null=True)
+    outcome = fields.CharField(max_length=16)
+    error: Any = fields.JSONField(null=True)
+    response_excerpt = fields.TextField(null=True)
+
+    class Meta:
+        table = "attempts"
+        indexes = (("workflow_id", "step_id"),)
+
+
+class Event(Model):
+    id = fields.BigIntField(primary_key=True)
+    workflow: fields.ForeignKeyRelation[Workflow] = fields.ForeignKeyField(
+        "models.Workflow", related_name="events", on_delete=fields.CASCADE
+    )
+    step_id = fields.CharField(max_length=128, null=True)
+    type = fields.CharField(max_length=40)
+    at = fields.DatetimeField()
+    data: Any = fields.JSONField(null=True)
+
+    class Meta:
+        table = "events"
+        indexes = (("workflow_id", "id"),)

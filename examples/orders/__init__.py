@@ -1,0 +1,1 @@
+"""An order-processing handler app: validate, charge, fulfill, notify; refund to compensate."""

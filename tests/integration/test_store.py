@@ -1,0 +1,287 @@
+"""The store on SQLite and PostgreSQL: create, claim, settle, readiness, failure, idempotency.
+
+These drive the store directly with fabricated answers (no HTTP), so every rule of
+DESIGN §5 that lives in the database is checked on both databases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from app.db import close_database, open_database
+from app.engine import AttemptResult, DeliveryKind, classify_answer
+from app.errors import Conflict
+from app.schemas import canonical_json, parse_create_request
+from app.store import Job, Report, Store
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    await open_database(database_url)
+    try:
+        yield Store()
+    finally:
+        await close_database()
+
+
+def spec(body: dict[str, Any]) -> tuple[Any, str]:
+    raw = orjson.dumps(body)
+    model, document = parse_create_request(
+        raw, check_url=lambda url: None, check_condition=lambda source: None
+    )
+    return model, hashlib.sha256(canonical_json(document)).hexdigest()
+
+
+async def create(store: Store, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    model, digest = spec(body)
+    document, _ = await store.create_workflow(model, request_hash=digest, idempotency_key=key)
+    return document
+
+
+def ok(result: Any = None) -> AttemptResult:
+    return classify_answer(200, orjson.dumps({"success": True, "result": result}))
+
+
+def report(job: Job, result: AttemptResult) -> Report:
+    return Report(job=job, result=result, started_at=datetime.now(UTC), duration_ms=1.0)
+
+
+Answer = Callable[[Job], AttemptResult]
+
+
+async def drive(store: Store, answer: Answer, *, rounds: int = 200) -> list[Job]:
+    """Claim and settle until nothing is due; answers are chosen per job."""
+    sent: list[Job] = []
+    for _ in range(rounds):
+        jobs = await store.claim_due(100, lease_seconds=30, now=time.time() + 3600)
+        if not jobs:
+            return sent
+        sent.extend(jobs)
+        await store.settle([report(j, answer(j)) for j in jobs], rand=lambda: 0.0)
+    raise AssertionError("the workflow did not settle")
+
+
+def steps_by_id(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in document["steps"]}
+
+
+async def test_chain_runs_in_order_and_passes_results(store: Store) -> None:
+    await create(
+        store,
+        {
+            "id": "chain",
+            "steps": [
+                {"id": "a", "url": "http://h/a"},
+                {"id": "b", "url": "http://h/b", "dependsOn": ["a"]},
+                {"id": "c", "url": "http://h/c", "dependsOn": ["b"]},
+            ],
+            "context": {"n": 1},
+        },
+    )
+    sent = await drive(store, lambda job: ok({"from": job.step_id}))
+    assert [j.step_id for j in sent] == ["a", "b", "c"]
+    assert sent[2].previous_steps == {
+        "a": {"status": "completed", "result": {"from": "a"}},
+        "b": {"status": "completed", "result": {"from": "b"}},
+    }
+    assert sent[0].context == {"n": 1}
+    document = await store.get_workflow("chain")
+    assert document is not None
+    assert document["status"] == "completed"
+    assert document["completedSteps"] == ["a", "b", "c"]
+    assert document["results"] == {s: {"from": s} for s in "abc"}
+    assert all(s["attempts"] == 1 for s in document["steps"])
+
+
+async def test_parallel_roots_are_claimed_together(store: Store) -> None:
+    await create(
+        store,
+        {
+            "id": "fan",
+            "steps": [
+                {"id": "p1", "url": "http://h/1"},
+                {"id": "p2", "url": "http://h/2"},
+                {"id": "p3", "url": "http://h/3"},
+                {"id": "join", "url": "http://h/j", "dependsOn": ["p1", "p2", "p3"]},
+            ],
+        },
+    )
+    first = await store.claim_due(100, lease_seconds=30)
+    assert sorted(j.step_id for j in first) == ["p1", "p2", "p3"]
+    await store.settle([report(j, ok(j.step_id)) for j in first])
+    second = await store.claim_due(100, lease_seconds=30)
+    assert [j.step_id for j in second] == ["join"]
+    assert set(second[0].previous_steps or {}) == {"p1", "p2", "p3"}
+
+
+async def test_failure_cancels_downstream_and_fails_workflow(store: Store) -> None:
+    await create(
+        store,
+        {
+            "id": "doomed",
+            "steps": [
+                {"id": "a", "url": "http://h/a"},
+                {"id": "b", "url": "http://h/b", "dependsOn": ["a"]},
+                {"id": "c", "url": "http://h/c", "dependsOn": ["b"]},
+            ],
+            "onError": "http://h/failed",
+            "onComplete": "http://h/done",
+        },
+    )
+    sent = await drive(store, lambda job: classify_answer(404, b"") if job.step_id else ok())
+    kinds = [(j.kind, j.step_id) for j in sent]
+    assert kinds == [(DeliveryKind.STEP, "a"), (DeliveryKind.ON_ERROR, None)]
+    document = await store.get_workflow("doomed")
+    assert document is not None
+    assert document["status"] == "failed"
+    assert document["error"]["code"] == "step_failed"
+    assert document["error"]["stepId"] == "a"
+    steps = steps_by_id(document)
+    assert steps["a"]["status"] == "failed"
+    assert steps["a"]["error"]["code"] == "http_error"
+    assert steps["a"]["error"]["httpStatus"] == 404
+    assert steps["b"]["status"] == "cancelled"
+    assert steps["c"]["status"] == "cancelled"
+    callback = sent[1].payload
+    assert callback is not None
+    assert callback["status"] == "failed"
+    assert callback["failedSteps"] == ["a"]
+
+
+async def test_retries_keep_the_webhook_id_and_store_due_times(store: Store) -> None:
+    await create(
+        store,
+        {
+            "id": "flaky",
+            "steps": [
+                {
+                    "id": "a",
+                    "url": "http://h/a",
+                    "retries": {"maxAttempts": 3, "delay": 5, "backoff": "fixed", "jitter": False},
+                }
+            ],
+        },
+    )
+    [first] = await store.claim_due(10, lease_seconds=30)
+    before = time.time()
+    await store.settle([report(first, classify_answer(503, b""))])
+    # The next attempt is due 5 s from now, not before.
+    assert await store.claim_due(10, lease_seconds=30) == []
+    due = await store.next_due_at()
+    assert due is not None and before + 4.9 <= due <= time.time() + 5.1
+    document = await store.get_workflow("flaky")
+    assert document is not None
+    assert steps_by_id(document)["a"]["status"] == "retrying"
+    [second] = await store.claim_due(10, lease_seconds=30, now=due + 0.01)
+    assert second.attempt == 2
+    assert second.message_id == first.message_id
+    await store.settle([report(second, ok("fine"))])
+    document = await store.get_workflow("flaky")
+    assert document is not None
+    assert document["status"] == "completed"
+    assert steps_by_id(document)["a"]["attempts"] == 2
+    step = await store.get_step("flaky", "a")
+    assert step is not None
+    assert [a["number"] for a in step["attemptLog"]] == [1, 2]
+    assert step["attemptLog"][0]["httpStatus"] == 503
+
+
+async def test_expired_lease_is_claimed_again_with_the_same_id(store: Store) -> None:
+    await create(store, {"id": "lease", "steps": [{"id": "a", "url": "http://h/a"}]})
+    [job] = await store.claim_due(10, lease_seconds=1)
+    # A live lease hides the row from everyone else.
+    other = Store()
+    assert await other.claim_due(10, lease_seconds=30) == []
+    [again] = await other.claim_due(10, lease_seconds=30, now=time.time() + 2)
+    assert again.takeover
+    assert again.message_id == job.message_id
+    assert again.attempt == job.attempt
+    await other.settle([report(again, ok())])
+    # The first process answers late: recorded, but it changes nothing.
+    await store.settle([report(job, ok("late"))])
+    document = await store.get_workflow("lease")
+    assert document is not None
+    assert document["status"] == "completed"
+    assert document["results"] == {"a": None}
+
+
+async def test_idempotent_create(store: Store) -> None:
+    body = {"id": "same", "steps": [{"id": "a", "url": "http://h/a"}]}
+    first = await create(store, body)
+    model, digest = spec(body)
+    again, created = await store.create_workflow(model, request_hash=digest)
+    assert not created
+    assert again["id"] == first["id"]
+    with pytest.raises(Conflict):
+        await create(store, {**body, "context": {"different": True}})
+    keyed = {"steps": [{"id": "a", "url": "http://h/a"}]}
+    one = await create(store, keyed, key="key-1")
+    two = await create(store, keyed, key="key-1")
+    assert one["id"] == two["id"]
+    assert one["id"].startswith("wf_")
+    with pytest.raises(Conflict):
+        await create(store, {"steps": [{"id": "b", "url": "http://h/b"}]}, key="key-1")
+
+
+async def test_list_is_newest_first_with_cursor(store: Store) -> None:
+    for i in range(5):
+        await create(
+            store, {"id": f"w{i}", "name": "batch", "steps": [{"id": "a", "url": "http://h"}]}
+        )
+    page, cursor = await store.list_workflows(limit=2)
+    assert [w["id"] for w in page] == ["w4", "w3"]
+    assert cursor is not None
+    page2, cursor2 = await store.list_workflows(limit=2, cursor=cursor)
+    assert [w["id"] for w in page2] == ["w2", "w1"]
+    page3, cursor3 = await store.list_workflows(limit=2, cursor=cursor2)
+    assert [w["id"] for w in page3] == ["w0"]
+    assert cursor3 is None
+    running, _ = await store.list_workflows(status="running", name="batch")
+    assert len(running) == 5
+    assert (await store.list_workflows(status="completed"))[0] == []
+
+
+async def test_events_in_order(store: Store) -> None:
+    await create(
+        store,
+        {"id": "ev", "steps": [{"id": "a", "url": "http://h/a"}], "onComplete": "http://h/done"},
+    )
+    await drive(store, lambda job: ok())
+    types = [e["type"] for e in await store.list_events("ev")]
+    assert types == [
+        "workflow.created",
+        "workflow.started",
+        "step.started",
+        "step.completed",
+        "workflow.completed",
+        "callback.delivered",
+    ]
+
+
+async def test_dependencies_document(store: Store) -> None:
+    await create(
+        store,
+        {
+            "id": "deps",
+            "steps": [
+                {"id": "a", "url": "http://h/a"},
+                {"id": "b", "url": "http://h/b", "dependsOn": ["a"]},
+                {"id": "c", "url": "http://h/c", "dependsOn": ["a"]},
+            ],
+        },
+    )
+    assert await store.get_dependencies("deps", "a") == {
+        "dependsOn": [],
+        "dependedOnBy": ["b", "c"],
+    }
+    assert await store.get_dependencies("deps", "b") == {"dependsOn": ["a"], "dependedOnBy": []}
+    assert await store.get_dependencies("deps", "zz") is None

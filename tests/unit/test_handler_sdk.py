@@ -1,0 +1,497 @@
+"""The user-side Starlette helpers (`baton.starlette`) and the example order app built on them."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import baton
+from baton.signing import (
+    InvalidSecret,
+    MissingHeaders,
+    NoMatchingSignature,
+    Signer,
+    generate_secret,
+)
+from baton.starlette import StepFailed, StepRequest, step_endpoint, verify_request
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = generate_secret()
+OTHER_SECRET = generate_secret()
+
+STEP_BODY: dict[str, Any] = {
+    "workflowId": "order-123",
+    "workflowName": "order-processing",
+    "stepId": "charge",
+    "attempt": 2,
+    "kind": "step",
+    "context": {"orderId": "order_123"},
+    "previousSteps": {"validate": {"status": "completed", "result": {"total": 4200}}},
+    "deadline": "2026-11-21T10:00:05Z",
+    "callbackUrl": "http://127.0.0.1:8000/v1/callbacks/tok",
+}
+
+
+def signed(
+    body: dict[str, Any] | bytes,
+    *,
+    secrets: list[str] | None = None,
+    msg_id: str = "msg_1",
+    timestamp: int | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    when = int(time.time()) if timestamp is None else timestamp
+    headers = Signer(secrets or [SECRET]).headers(msg_id, when, raw)
+    return raw, {**headers, "content-type": "application/json"}
+
+
+async def post(
+    app: Starlette, body: dict[str, Any] | bytes, path: str = "/step", **signing: Any
+) -> httpx.Response:
+    raw, headers = signed(body, **signing)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://handler"
+    ) as client:
+        return await client.post(path, content=raw, headers=headers)
+
+
+def app_for(func: Callable[[StepRequest], Any], **options: Any) -> Starlette:
+    options.setdefault("secrets", [SECRET])
+    return Starlette(routes=[Route("/step", step_endpoint(func, **options), methods=["POST"])])
+
+
+def sync_total(step: StepRequest) -> dict[str, Any]:
+    return {"seen": step.result_of("validate")["total"], "thread": threading.get_ident()}
+
+
+async def async_total(step: StepRequest) -> dict[str, Any]:
+    return {"seen": step.result_of("validate")["total"], "thread": threading.get_ident()}
+
+
+class CallableWithAsyncCall:
+    async def __call__(self, step: StepRequest) -> dict[str, Any]:
+        return {"seen": step.result_of("validate")["total"], "thread": threading.get_ident()}
+
+
+# --- success ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("func", "in_loop_thread"),
+    [(sync_total, False), (async_total, True), (CallableWithAsyncCall(), True)],
+    ids=["sync", "async", "async-callable"],
+)
+async def test_success_envelope(func: Callable[[StepRequest], Any], in_loop_thread: bool) -> None:
+    response = await post(app_for(func), STEP_BODY)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["success"] is True
+    assert answer["result"]["seen"] == 4200
+    # Plain functions may block, so they must not run on the event loop's thread.
+    assert (answer["result"]["thread"] == threading.get_ident()) is in_loop_thread
+
+
+async def test_step_request_fields() -> None:
+    seen: list[StepRequest] = []
+
+    def capture(step: StepRequest) -> None:
+        seen.append(step)
+
+    response = await post(app_for(capture), STEP_BODY, msg_id="msg_abc")
+    assert response.json() == {"success": True, "result": None}
+    (step,) = seen
+    assert step.workflow_id == "order-123"
+    assert step.workflow_name == "order-processing"
+    assert step.step_id == "charge"
+    assert step.attempt == 2
+    assert step.kind == "step"
+    assert step.context == {"orderId": "order_123"}
+    assert step.previous_steps == STEP_BODY["previousSteps"]
+    assert step.deadline == datetime(2026, 11, 21, 10, 0, 5, tzinfo=UTC)
+    assert step.callback_url == "http://127.0.0.1:8000/v1/callbacks/tok"
+    assert step.compensating is None
+    assert step.raw == STEP_BODY
+    assert step.message_id == "msg_abc"
+    with pytest.raises(AttributeError):
+        step.attempt = 3  # type: ignore[misc]
+
+
+async def test_compensation_request() -> None:
+    seen: list[StepRequest] = []
+    body = {
+        **STEP_BODY,
+        "kind": "compensation",
+        "compensating": {"stepId": "charge", "result": {"chargeId": "ch_1"}},
+    }
+    response = await post(app_for(seen.append), body)
+    assert response.json()["success"] is True
+    assert seen[0].kind == "compensation"
+    assert seen[0].compensating == {"stepId": "charge", "result": {"chargeId": "ch_1"}}
+
+
+def test_from_body_defaults_and_result_of() -> None:
+    step = StepRequest.from_body(
+        {"workflowId": "wf_1", "previousSteps": {"a": {"status": "skipped"}}, "deadline": "soon"}
+    )
+    assert (step.attempt, step.kind, step.context, step.deadline) == (1, "step", {}, None)
+    assert step.result_of("a") is None
+    with pytest.raises(KeyError):
+        step.result_of("b")
+
+
+async def test_a_returned_response_is_sent_as_is() -> None:
+    def start(step: StepRequest) -> Response:
+        return JSONResponse({"async": True}, status_code=202)
+
+    response = await post(app_for(start), STEP_BODY)
+    assert (response.status_code, response.json()) == (202, {"async": True})
+
+
+def test_route_is_named_after_the_function() -> None:
+    route = Route("/step", step_endpoint(async_total, secrets=SECRET), methods=["POST"])
+    assert route.name == "async_total"
+
+
+# --- failures ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retry", [True, False])
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_step_failed(retry: bool, is_async: bool) -> None:
+    def fail(step: StepRequest) -> None:
+        raise StepFailed("card declined", retry=retry)
+
+    async def fail_async(step: StepRequest) -> None:
+        fail(step)
+
+    response = await post(app_for(fail_async if is_async else fail), STEP_BODY)
+    assert response.status_code == 200
+    assert response.json() == {"success": False, "error": "card declined", "retry": retry}
+
+
+def test_step_failed_retries_by_default() -> None:
+    assert StepFailed("flaky").retry is True
+    assert StepFailed("bad input", False).retry is False
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_exception_answers_500(is_async: bool, caplog: pytest.LogCaptureFixture) -> None:
+    def boom(step: StepRequest) -> None:
+        raise KeyError("sku")
+
+    async def boom_async(step: StepRequest) -> None:
+        boom(step)
+
+    with caplog.at_level(logging.ERROR, logger="baton.starlette"):
+        response = await post(app_for(boom_async if is_async else boom), STEP_BODY)
+    assert response.status_code == 500
+    assert response.json() == {"success": False, "error": "KeyError: 'sku'"}
+    assert "order-123" in caplog.text
+    assert "KeyError" in caplog.text
+
+
+async def test_a_result_json_cannot_encode_answers_500() -> None:
+    response = await post(app_for(lambda step: {"when": datetime.now(tz=UTC)}), STEP_BODY)
+    assert response.status_code == 500
+    assert response.json()["error"].startswith("TypeError: ")
+
+
+# --- refused requests -------------------------------------------------------------------
+
+
+def _wrong_secret() -> dict[str, Any]:
+    return {"secrets": [OTHER_SECRET]}
+
+
+def _stale() -> dict[str, Any]:
+    return {"timestamp": int(time.time()) - 3600}
+
+
+@pytest.mark.parametrize(
+    ("signing", "message"),
+    [
+        (_wrong_secret(), "no v1 signature matches"),
+        (_stale(), "in the past"),
+    ],
+    ids=["wrong-secret", "stale"],
+)
+async def test_bad_signature_answers_401_without_calling(
+    signing: dict[str, Any], message: str
+) -> None:
+    called: list[StepRequest] = []
+    response = await post(app_for(called.append), STEP_BODY, **signing)
+    assert response.status_code == 401
+    assert message in response.json()["error"]
+    assert called == []
+
+
+async def test_missing_signature_answers_401() -> None:
+    called: list[StepRequest] = []
+    app = app_for(called.append)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://handler"
+    ) as client:
+        response = await client.post("/step", json=STEP_BODY)
+    assert response.status_code == 401
+    assert "missing headers" in response.json()["error"]
+    assert called == []
+
+
+async def test_tampered_body_answers_401() -> None:
+    raw, headers = signed(STEP_BODY)
+    app = app_for(lambda step: None)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://handler"
+    ) as client:
+        response = await client.post("/step", content=raw.replace(b"4200", b"1"), headers=headers)
+    assert response.status_code == 401
+
+
+async def test_rotated_secrets_are_all_accepted() -> None:
+    app = app_for(lambda step: "ok", secrets=[OTHER_SECRET, SECRET])
+    assert (await post(app, STEP_BODY, secrets=[SECRET])).status_code == 200
+    assert (await post(app, STEP_BODY, secrets=[OTHER_SECRET])).status_code == 200
+
+
+async def test_tolerance_is_configurable() -> None:
+    app = app_for(lambda step: "ok", tolerance=7200)
+    assert (await post(app, STEP_BODY, **_stale())).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (json.dumps({"stepId": "x"}).encode(), "workflowId"),
+        (json.dumps({**STEP_BODY, "attempt": "2"}).encode(), "attempt"),
+        (json.dumps({**STEP_BODY, "context": [1]}).encode(), "context must be an object"),
+    ],
+    ids=["text", "binary", "array", "no-workflow-id", "attempt-string", "context-list"],
+)
+async def test_malformed_bodies_answer_400(body: bytes, message: str) -> None:
+    called: list[StepRequest] = []
+    response = await post(app_for(called.append), body)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert called == []
+
+
+def test_a_bad_secret_fails_when_the_app_is_built() -> None:
+    with pytest.raises(InvalidSecret):
+        step_endpoint(async_total, secrets=["whsec_***"])
+
+
+# --- verify_request ---------------------------------------------------------------------
+
+
+def _verify_app(secrets: Any) -> Starlette:
+    async def hook(request: Request) -> Response:
+        return JSONResponse(await verify_request(request, secrets))
+
+    return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+
+
+@pytest.mark.parametrize(
+    "secrets", [SECRET, [SECRET], Signer(SECRET)], ids=["str", "list", "signer"]
+)
+async def test_verify_request_returns_the_body(secrets: Any) -> None:
+    body = {"workflowId": "wf_1", "status": "completed"}
+    response = await post(_verify_app(secrets), body, path="/hook")
+    assert response.json() == body
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [({}, MissingHeaders), (signed(b"{}", secrets=[OTHER_SECRET])[1], NoMatchingSignature)],
+    ids=["missing", "wrong-secret"],
+)
+async def test_verify_request_raises(headers: dict[str, str], error: type[Exception]) -> None:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/hook",
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    with pytest.raises(error):
+        await verify_request(Request(scope, receive), SECRET)
+
+
+def test_starlette_helpers_are_reexported_lazily() -> None:
+    assert baton.StepFailed is StepFailed
+    assert baton.StepRequest is StepRequest
+    assert baton.step_endpoint is step_endpoint
+    assert baton.verify_request is verify_request
+    with pytest.raises(AttributeError):
+        _ = baton.no_such_name
+
+
+# --- the example order app --------------------------------------------------------------
+
+
+@pytest.fixture
+def orders(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    # The module builds its app at import, from the environment, as uvicorn needs.
+    monkeypatch.setenv("BATON_SIGNING_SECRET", SECRET)
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("examples.orders.app")
+
+
+@pytest.fixture
+async def orders_client(orders: ModuleType) -> AsyncIterator[httpx.AsyncClient]:
+    app = orders.create_app([OTHER_SECRET, SECRET])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://orders"
+    ) as client:
+        yield client
+
+
+async def call(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
+    raw, headers = signed(body)
+    return await client.post(path, content=raw, headers=headers)
+
+
+def order_step(step_id: str, **fields: Any) -> dict[str, Any]:
+    items = [{"sku": "book", "price": 1500, "qty": 2}, {"sku": "pen", "price": 1200, "qty": 1}]
+    return {
+        "workflowId": "order-123",
+        "workflowName": "order-processing",
+        "stepId": step_id,
+        "attempt": 1,
+        "kind": "step",
+        "context": {"orderId": "order_123", "items": items},
+        "previousSteps": {},
+        **fields,
+    }
+
+
+async def test_orders_validate_through_the_module_app(
+    orders: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    response = await post(orders.app, order_step("validate"), path="/jobs/validate")
+    assert response.json() == {"success": True, "result": {"total": 4200}}
+    assert "orders: step validate workflow=order-123 attempt=1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "context",
+    [{"items": []}, {}, {"items": [{"sku": "x", "price": "12", "qty": 1}]}],
+    ids=["empty", "absent", "bad-price"],
+)
+async def test_orders_validate_refuses_bad_orders_for_good(
+    orders_client: httpx.AsyncClient, context: dict[str, Any]
+) -> None:
+    response = await call(orders_client, "/jobs/validate", order_step("validate", context=context))
+    answer = response.json()
+    assert (answer["success"], answer["retry"]) == (False, False)
+
+
+async def test_orders_whole_flow_with_refund(orders_client: httpx.AsyncClient) -> None:
+    validated = {"validate": {"status": "completed", "result": {"total": 4200}}}
+    charge = await call(
+        orders_client, "/jobs/charge", order_step("charge", previousSteps=validated)
+    )
+    charge_result = charge.json()["result"]
+    assert charge_result["chargeId"].startswith("ch_")
+    again = await call(orders_client, "/jobs/charge", order_step("charge", previousSteps=validated))
+    assert again.json()["result"] == charge_result, "a retried charge must not charge twice"
+
+    fulfill = await call(orders_client, "/jobs/fulfill", order_step("fulfill"))
+    assert fulfill.json()["result"]["shipmentId"].startswith("shp_")
+    notify = await call(orders_client, "/jobs/notify", order_step("notify"))
+    assert notify.json() == {"success": True, "result": {"notified": True}}
+
+    compensation = order_step(
+        "charge", kind="compensation", compensating={"stepId": "charge", "result": charge_result}
+    )
+    refund = await call(orders_client, "/jobs/refund", compensation)
+    assert refund.json()["result"] == {
+        "refunded": charge_result["chargeId"],
+        "alreadyRefunded": False,
+    }
+    refund_again = await call(orders_client, "/jobs/refund", compensation)
+    assert refund_again.json()["result"]["alreadyRefunded"] is True
+
+
+async def test_orders_fail_at(orders_client: httpx.AsyncClient) -> None:
+    body = order_step("fulfill")
+    body["context"]["failAt"] = "fulfill"
+    answer = (await call(orders_client, "/jobs/fulfill", body)).json()
+    assert (answer["success"], answer["retry"]) == (False, False)
+
+
+@pytest.mark.parametrize("hook", ["done", "failed"])
+async def test_orders_hooks_log_what_they_receive(
+    orders_client: httpx.AsyncClient, hook: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = {"workflowId": "order-123", "status": "completed", "completedSteps": ["validate"]}
+    response = await call(orders_client, f"/hooks/{hook}", body)
+    assert response.json() == {"received": True}
+    assert f"orders: {hook} workflow=order-123 status=completed" in capsys.readouterr().out
+    raw, headers = signed(body, secrets=[generate_secret()])
+    refused = await orders_client.post(f"/hooks/{hook}", content=raw, headers=headers)
+    assert refused.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("environ", "file_text", "expected"),
+    [
+        ({"BATON_SIGNING_SECRET": f"{SECRET}"}, None, [SECRET]),
+        ({"BATON_SIGNING_SECRET": f"{SECRET}, {OTHER_SECRET}"}, None, [SECRET, OTHER_SECRET]),
+        ({"BATON_SIGNING_SECRETS": f"{OTHER_SECRET}"}, None, [OTHER_SECRET]),
+        ({}, f"{SECRET}\n", [SECRET]),
+        ({}, f"{SECRET},{OTHER_SECRET}\nignored\n", [SECRET, OTHER_SECRET]),
+    ],
+    ids=["env", "env-comma", "server-env", "file", "file-comma"],
+)
+def test_orders_load_secrets(
+    orders: ModuleType,
+    tmp_path: Path,
+    environ: dict[str, str],
+    file_text: str | None,
+    expected: list[str],
+) -> None:
+    if file_text is not None:
+        (tmp_path / "signing-secret").write_text(file_text)
+    assert orders.load_secrets({**environ, "BATON_DATA_DIR": str(tmp_path)}) == expected
+
+
+@pytest.mark.parametrize("file_text", [None, "", "\n"], ids=["no-file", "empty", "blank"])
+def test_orders_load_secrets_explains_what_is_missing(
+    orders: ModuleType, tmp_path: Path, file_text: str | None
+) -> None:
+    if file_text is not None:
+        (tmp_path / "signing-secret").write_text(file_text)
+    with pytest.raises(RuntimeError, match="signing secret"):
+        orders.load_secrets({"BATON_DATA_DIR": str(tmp_path)})
+
+
+def test_orders_workflow_json_points_at_the_app(orders: ModuleType) -> None:
+    workflow = json.loads((ROOT / "examples/orders/workflow.json").read_text())
+    paths = {route.path for route in orders.app.routes}
+    urls = [step["url"] for step in workflow["steps"]]
+    urls += [step["compensation"] for step in workflow["steps"] if "compensation" in step]
+    urls += [workflow["onComplete"], workflow["onError"]]
+    for url in urls:
+        assert url.startswith("http://127.0.0.1:9000/")
+        assert url.removeprefix("http://127.0.0.1:9000") in paths
