@@ -91,10 +91,15 @@ class Condition:
         Raises ``ConditionEvaluationError`` if evaluation fails (missing key, type
         mismatch, division by zero, iteration budget...) or the result is not a bool.
         """
-        # The binding accepts only real dicts, so copy the (small) outer mappings.
+        # The binding takes only exact JSON types: no other Mapping, and no subclass
+        # such as the StepStatus enum a stored status comes back as. The step map
+        # is small (one entry per ancestor), so it is copied with plain values.
         data = {
             "context": context,
-            "steps": {step_id: dict(state) for step_id, state in steps.items()},
+            "steps": {
+                step_id: {key: _plain(value) for key, value in state.items()}
+                for step_id, state in steps.items()
+            },
         }
         try:
             value = self._program.eval(data=data)
@@ -146,6 +151,17 @@ def compile_condition(source: str) -> Condition:
             f"the condition must evaluate to a boolean, but it gives {_type_name(kind)}"
         )
     return Condition(source, program)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as its exact str, int or float type if it is a subclass (an enum)."""
+    if isinstance(value, str) and type(value) is not str:
+        return str.__str__(value)
+    if isinstance(value, int) and type(value) not in (int, bool):
+        return int(value)
+    if isinstance(value, float) and type(value) is not float:
+        return float(value)
+    return value
 
 
 # ------------------------------------------------------------------ messages

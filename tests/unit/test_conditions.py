@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import gc
 import sys
 import time
@@ -173,6 +174,26 @@ def test_the_result_is_a_real_bool() -> None:
 def test_steps_may_be_any_mapping() -> None:
     steps = MappingProxyType({"a": MappingProxyType({"status": "completed", "result": 1})})
     assert compile_condition("steps.a.result == 1").evaluate({}, steps) is True
+
+
+class Status(enum.StrEnum):
+    COMPLETED = "completed"
+    SKIPPED = "skipped"
+
+
+class Code(enum.IntEnum):
+    TEAPOT = 418
+
+
+def test_step_states_may_hold_enums() -> None:
+    # Stored statuses come back as a StrEnum; the binding refuses str subclasses.
+    steps = {
+        "a": {"status": Status.COMPLETED, "result": {"ok": True}},
+        "b": {"status": Status.SKIPPED},
+        "c": {"status": "failed", "error": Code.TEAPOT},
+    }
+    source = 'steps.a.status == "completed" && steps.b.status == "skipped" && steps.c.error == 418'
+    assert compile_condition(source).evaluate({}, steps) is True
 
 
 def test_evaluate_leaves_its_inputs_alone() -> None:
