@@ -22,6 +22,7 @@ from app.errors import (
     PROBLEM_CONTENT_TYPE,
     BadRequest,
     FieldError,
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     ProblemError,
@@ -29,8 +30,15 @@ from app.errors import (
     ValidationFailed,
 )
 from app.netguard import NetPolicy, check_url
-from app.schemas import MAX_BODY_BYTES, canonical_json, parse_create_request
+from app.schemas import (
+    MAX_BODY_BYTES,
+    canonical_json,
+    parse_cancel_request,
+    parse_create_request,
+    parse_json_body,
+)
 from app.store import LIST_LIMIT_MAX, Store, decode_cursor
+from app.tokens import CallbackClaim, CallbackTokens, InvalidToken
 
 log = logging.getLogger("baton.api")
 
@@ -39,6 +47,10 @@ SSE_KEEPALIVE_SECONDS = 15.0
 #: How often an event stream looks for new events.
 SSE_POLL_SECONDS = 0.25
 MAX_IDEMPOTENCY_KEY = 255
+#: Cancel and the other actions take a small options object at most.
+MAX_ACTION_BODY_BYTES = 64 * 1024
+#: A callback carries a result (at most 1 MiB) plus its envelope.
+MAX_CALLBACK_BODY_BYTES = MAX_BODY_BYTES + 64 * 1024
 
 
 class JSON(Response):
@@ -70,6 +82,8 @@ class Api:
         self.store = store
         self.policy = policy
         self.wake = wake
+        #: Set by the lifespan once the database (which keeps the token key) is open.
+        self.tokens: CallbackTokens | None = None
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -85,6 +99,15 @@ class Api:
                 self.get_dependencies,
                 methods=["GET"],
             ),
+            Route("/v1/workflows/{workflow_id}/cancel", self.cancel, methods=["POST"]),
+            Route("/v1/workflows/{workflow_id}/retry", self.retry, methods=["POST"]),
+            Route(
+                "/v1/workflows/{workflow_id}/steps/{step_id}/retry",
+                self.retry_step,
+                methods=["POST"],
+            ),
+            Route("/v1/callbacks/{token}", self.callback, methods=["POST"]),
+            Route("/v1/callbacks/{token}/heartbeat", self.heartbeat, methods=["POST"]),
         ]
 
     # ----------------------------------------------------------------- health
@@ -184,6 +207,54 @@ class Api:
         if not await self.store.workflow_exists(workflow_id):
             return f"no workflow '{workflow_id}'"
         return f"workflow '{workflow_id}' has no step '{step_id}'"
+
+    # ----------------------------------------------------------------- actions
+
+    async def cancel(self, request: Request) -> Response:
+        raw = await read_body(request, MAX_ACTION_BODY_BYTES)
+        options = parse_cancel_request(raw)
+        document = await self.store.cancel(
+            request.path_params["workflow_id"], compensate=options.compensate
+        )
+        self.wake()
+        return JSON(document)
+
+    async def retry(self, request: Request) -> Response:
+        document = await self.store.retry(request.path_params["workflow_id"])
+        self.wake()
+        return JSON(document)
+
+    async def retry_step(self, request: Request) -> Response:
+        document = await self.store.retry_step(
+            request.path_params["workflow_id"], request.path_params["step_id"]
+        )
+        self.wake()
+        return JSON(document)
+
+    # ----------------------------------------------------------------- async steps
+
+    async def callback(self, request: Request) -> Response:
+        claim = self._claim(request)
+        raw = await read_body(request, MAX_CALLBACK_BODY_BYTES)
+        document = parse_json_body(raw)
+        if not isinstance(document, dict) or not isinstance(document.get("success"), bool):
+            raise ValidationFailed(
+                [FieldError("success", 'a callback body is {"success": true|false, ...}')]
+            )
+        answer = await self.store.async_result(claim, raw)
+        self.wake()
+        return JSON(answer)
+
+    async def heartbeat(self, request: Request) -> Response:
+        return JSON(await self.store.heartbeat(self._claim(request)))
+
+    def _claim(self, request: Request) -> CallbackClaim:
+        if self.tokens is None:
+            raise NotFound("callbacks are not available until the server has started")
+        try:
+            return self.tokens.load(request.path_params["token"])
+        except InvalidToken as exc:
+            raise Forbidden("this callback token is not valid") from exc
 
     # ----------------------------------------------------------------- events
 

@@ -47,6 +47,10 @@ COMPILE_CACHE_SIZE = 1024
 #: the Python binding; it is what keeps a 4 KiB expression from running for hours.
 ITERATION_BUDGET = 10_000
 
+#: cel-cpp's default limit on how deeply an expression may nest (parentheses,
+#: operands of one chain of ``+``, member selections...). Not configurable either.
+MAX_NESTING = 32
+
 #: Messages longer than this are cut: they end up in problem documents and events.
 MAX_MESSAGE_LENGTH = 300
 
@@ -82,11 +86,12 @@ class Condition:
     _program: Any = field(repr=False, compare=False)
 
     def evaluate(self, context: Any, steps: Mapping[str, Mapping[str, Any]]) -> bool:
-        """Evaluate against a workflow's ``context`` and its step ``steps``.
+        """Evaluate against a workflow's ``context`` and the states of the step's ancestors.
 
-        ``context`` is the workflow's JSON context and ``steps`` maps each ancestor's
-        id to ``{"status": ..., "result": ...}`` (or ``"error"``); values are plain
-        JSON (dict, list, str, int, float, bool, None).
+        ``context`` is the workflow's JSON context; ``steps`` maps each ancestor's id
+        to ``{"status": ..., "result": ...}`` (``"error"`` for a failed one, neither
+        for a skipped one). Values are plain JSON: dict, list, str, int, float, bool
+        or None.
 
         Raises ``ConditionEvaluationError`` if evaluation fails (missing key, type
         mismatch, division by zero, iteration budget...) or the result is not a bool.
@@ -175,6 +180,8 @@ _LOCATED = re.compile(r"^ERROR: <input>:(-?\d+):(-?\d+): (.*)$")
 _OPERATOR = re.compile(r"'?\b_([=!<>+\-*/%&|]{1,2})_\b'?")
 # The parser lists every token it could have accepted: long, and no help to a user.
 _EXPECTING = re.compile(r" expecting (\{[^}]*\}|\S+)")
+# Ends a message that may quote the whole offending input: keep only the type.
+_NON_JSON = re.compile(r"^Non-CEL value type for .*: (\w+)\.?$", re.DOTALL)
 _INTERNAL_NAMES = {"<jump_condition>": "?:", "@in": "in"}
 _NO_OVERLOAD = re.compile(r"No matching overloads found : ([^(]+)(?:\((.*)\))?$")
 
@@ -199,7 +206,7 @@ def _compile_message(text: str) -> str:
             if int(row) > 0 and int(column) > 0:
                 problem = f"line {row}, column {column}: {problem}"
         if "recursion" in problem.lower():
-            problem = "the expression is nested too deeply (at most 32 levels)"
+            problem = f"the expression is nested too deeply (at most {MAX_NESTING} levels)"
         if problem and problem not in problems:
             problems.append(problem)
     message = "; ".join(problems) or "invalid expression"
@@ -220,6 +227,9 @@ def _evaluation_message(text: str) -> str:
         return "the input holds an integer outside the 64-bit range"
     if "basic_string" in message:
         return "the input holds text that is not valid Unicode"
+    foreign = _NON_JSON.search(message)
+    if foreign is not None:
+        return f"the input holds a value of type {foreign.group(1)}, which is not JSON"
     no_overload = _NO_OVERLOAD.match(message)
     if no_overload is not None:
         # Runtime type names are C++'s (int64, uint64); the checker's are CEL's.

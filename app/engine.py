@@ -459,6 +459,13 @@ def previous_steps(
     return out
 
 
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with a ``Z``, millisecond precision (the wire format for times)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _excerpt(body: bytes) -> str | None:
     if not body:
         return None

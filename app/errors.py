@@ -4,8 +4,10 @@
     ├── ProblemError               -- answered to an API client as application/problem+json
     │   ├── BadRequest             (400)
     │   ├── Unauthorized           (401)
+    │   ├── Forbidden              (403)
     │   ├── NotFound               (404)
     │   ├── Conflict               (409)
+    │   ├── Gone                   (410)
     │   ├── PayloadTooLarge        (413)
     │   ├── UnsupportedMediaType   (415)
     │   └── ValidationFailed       (422, with one entry per problem in ``errors``)
@@ -84,6 +86,18 @@ class Conflict(ProblemError):
     status = 409
     title = "Conflict"
     type_slug = "conflict"
+
+
+class Forbidden(ProblemError):
+    status = 403
+    title = "Forbidden"
+    type_slug = "forbidden"
+
+
+class Gone(ProblemError):
+    status = 410
+    title = "Gone"
+    type_slug = "gone"
 
 
 class PayloadTooLarge(ProblemError):

@@ -28,6 +28,7 @@ from app.logs import configure_logging
 from app.netguard import NetPolicy
 from app.settings import Settings
 from app.store import Job, Store
+from app.sweeper import Sweeper
 from app.tokens import CallbackClaim, CallbackTokens
 from baton.signing import Signer
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
         await open_database(settings.database_url)
         tokens = CallbackTokens(await runtime.store.server_secret(CALLBACK_TOKEN_SECRET))
+        api.tokens = tokens
 
         def callback_url(job: Job) -> str | None:
             if job.step_id is None or job.run_id is None:
@@ -93,10 +95,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             lease_seconds=settings.lease_seconds,
         )
         runtime.dispatcher.start()
+        sweeper = Sweeper(runtime.store, wake=runtime.wake)
+        sweeper.start()
         log.info("Baton %s ready (owner %s)", __version__, runtime.store.owner)
         try:
             yield
         finally:
+            sweeper.stop()
             await runtime.dispatcher.stop(grace=settings.shutdown_grace)
             await deliverer.aclose()
             await close_database()

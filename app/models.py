@@ -36,10 +36,19 @@ class Workflow(Model):
     #: The first step that failed for good without continueOnFailure.
     failed_step = fields.CharField(max_length=128, null=True)
     step_count = fields.IntField()
+    #: Why the workflow stopped starting steps: workflow_timeout or cancelled (else null).
+    end_reason = fields.CharField(max_length=24, null=True)
+    #: Saga compensation has been planned for the current failure.
+    compensation_started = fields.BooleanField(default=False)
 
     class Meta:
         table = "workflows"
-        indexes = (("created_at", "id"), ("status", "created_at"), ("name", "created_at"))
+        indexes = (
+            ("created_at", "id"),
+            ("status", "created_at"),
+            ("name", "created_at"),
+            ("status", "deadline_at"),
+        )
 
 
 class Step(Model):

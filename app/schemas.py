@@ -714,3 +714,28 @@ def parse_create_request(
         raise _failure(problems)
     assert workflow is not None
     return workflow, doc
+
+
+# ------------------------------------------------------------------------- actions
+
+
+class CancelRequest(BaseModel):
+    """The optional body of ``POST /v1/workflows/{id}/cancel``."""
+
+    model_config = _MODEL_CONFIG
+
+    #: Run the compensations of completed steps before the workflow ends.
+    compensate: bool = False
+
+
+def parse_cancel_request(raw: bytes) -> CancelRequest:
+    """An empty body means the defaults; anything else must be a valid options object."""
+    if not raw.strip():
+        return CancelRequest()
+    document = parse_json_body(raw)
+    if not isinstance(document, dict):
+        raise ValidationFailed([FieldError("", f"must be an object, got {_json_type(document)}")])
+    try:
+        return CancelRequest.model_validate(document, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise _failure(_pydantic_problems(exc)) from exc

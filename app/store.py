@@ -19,43 +19,50 @@ import logging
 import secrets
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from tortoise.exceptions import IntegrityError, OperationalError
-from tortoise.expressions import F, Q
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from app import dag
-from app.conditions import ConditionError, compile_condition
 from app.engine import (
     CALLBACK_KINDS,
     CALLBACK_RETRY_POLICY,
+    TERMINAL_WORKFLOW_STATUSES,
+    AttemptDecision,
     AttemptResult,
     Backoff,
     DeliveryKind,
+    Outcome,
     RetryPolicy,
-    StepError,
-    StepErrorCode,
     StepStatus,
     WorkflowErrorCode,
     WorkflowStatus,
-    WorkflowView,
-    callback_kind_for,
+    classify_answer,
     decide_after_attempt,
-    dooms_workflow,
-    final_status,
+    iso,
     previous_steps,
-    satisfies_dependents,
-    workflow_error,
 )
-from app.errors import Conflict, StoreError
+from app.errors import BadRequest, Conflict, Gone, NotFound, StoreError, TransitionRejected
+from app.machine import (
+    CompensationStatus,
+    DeliveryView,
+    Effects,
+    Machine,
+    StepState,
+    WorkflowState,
+    outcome_lists,
+)
+from app.machine import Conflict as MachineConflict
 from app.models import Attempt, Delivery, Event, ServerSecret, Step, Workflow
 from app.schemas import WorkflowCreate
+from app.tokens import CallbackClaim
 
 log = logging.getLogger("baton.store")
 
@@ -67,13 +74,6 @@ LIST_LIMIT_MAX = 500
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 UTC with a ``Z``, millisecond precision (the wire format for times)."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def json_value(value: Any) -> Any:
@@ -153,11 +153,9 @@ class _Graph:
 
 @dataclass(slots=True)
 class _Tx:
-    """What one transaction accumulates before writing it in bulk."""
+    """Events one claim transaction accumulates before writing them in bulk."""
 
     events: list[Event] = field(default_factory=list)
-    deliveries: list[Delivery] = field(default_factory=list)
-    attempts: list[Attempt] = field(default_factory=list)
     now: datetime = field(default_factory=utcnow)
 
     def event(self, workflow_id: str, type_: str, step_id: str | None = None, **data: Any) -> None:
@@ -256,11 +254,10 @@ class Store:
         request_hash: str,
         idempotency_key: str | None,
     ) -> None:
-        tx = _Tx()
-        now = tx.now
+        now = utcnow()
         deps = {s.id: list(s.depends_on) for s in spec.steps}
         dependents = dag.dependents_of(deps)
-        await Workflow.create(
+        workflow = await Workflow.create(
             id=workflow_id,
             name=spec.name,
             status=WorkflowStatus.RUNNING,
@@ -272,63 +269,51 @@ class Store:
             on_error=spec.on_error,
             created_at=now,
             started_at=now,
-            deadline_at=datetime.fromtimestamp(now.timestamp() + spec.timeout, UTC),
+            deadline_at=now + timedelta(seconds=spec.timeout),
             request_hash=request_hash,
             idempotency_key=idempotency_key,
             open_steps=len(spec.steps),
             step_count=len(spec.steps),
         )
-        tx.event(workflow_id, "workflow.created", name=spec.name, steps=len(spec.steps))
-        tx.event(workflow_id, "workflow.started")
-        rows = []
-        for position, s in enumerate(spec.steps):
-            rows.append(
-                Step(
-                    workflow_id=workflow_id,
-                    step_id=s.id,
-                    position=position,
-                    url=s.url,
-                    depends_on=list(s.depends_on),
-                    dependents=dependents[s.id],
-                    deps_remaining=len(s.depends_on),
-                    status=StepStatus.PENDING,
-                    attempts=0,
-                    retry=RetryPolicy(
-                        max_attempts=s.retries.max_attempts,
-                        backoff=Backoff(s.retries.backoff),
-                        delay=s.retries.delay,
-                        max_delay=s.retries.max_delay,
-                        jitter=s.retries.jitter,
-                    ).to_dict(),
-                    timeout=s.timeout,
-                    compensation=s.compensation,
-                    condition=s.when,
-                    continue_on_failure=s.continue_on_failure,
-                    run_id=new_run_id(),
-                )
+        rows = [
+            Step(
+                workflow_id=workflow_id,
+                step_id=s.id,
+                position=position,
+                url=s.url,
+                depends_on=list(s.depends_on),
+                dependents=dependents[s.id],
+                deps_remaining=len(s.depends_on),
+                status=StepStatus.PENDING,
+                attempts=0,
+                retry=RetryPolicy(
+                    max_attempts=s.retries.max_attempts,
+                    backoff=Backoff(s.retries.backoff),
+                    delay=s.retries.delay,
+                    max_delay=s.retries.max_delay,
+                    jitter=s.retries.jitter,
+                ).to_dict(),
+                timeout=s.timeout,
+                compensation=s.compensation,
+                condition=s.when,
+                continue_on_failure=s.continue_on_failure,
+                run_id=new_run_id(),
             )
+            for position, s in enumerate(spec.steps)
+        ]
         await Step.bulk_create(rows, batch_size=1000)
         self._remember_graph(workflow_id, deps)
-        # bulk_create does not hand back primary keys on every database: read the roots.
-        roots = await Step.filter(workflow_id=workflow_id, deps_remaining=0).order_by("position")
-        state = _WorkflowState(
-            id=workflow_id,
-            name=spec.name,
-            status=WorkflowStatus.RUNNING,
-            context=spec.context,
-            fail_fast=spec.fail_fast,
-            saga=spec.saga,
-            failed_step=None,
-            open_steps=len(rows),
-            on_complete=spec.on_complete,
-            on_error=spec.on_error,
-            created_at=now,
+        machine = Machine(
+            _workflow_state(workflow),
+            {r.step_id: _step_state(r, None) for r in rows},
+            graph=deps,
+            now=now,
+            seq=time.time_ns,
+            new_run_id=new_run_id,
+            all_loaded=True,
         )
-        cascade = _Cascade(self, tx, state)
-        for row in roots:
-            await cascade.make_ready(row)
-        await cascade.run()
-        await self._flush(tx)
+        machine.start()
+        await self._run(machine, {r.step_id: StepStatus.PENDING.value for r in rows})
 
     # ----------------------------------------------------------------- read
 
@@ -481,7 +466,10 @@ class Store:
                     id=step.id, status__in=(StepStatus.RUNNING, StepStatus.RETRYING)
                 ).update(status=StepStatus.RUNNING, attempts=row.attempt)
                 if updated:
+                    step.attempts = row.attempt
                     tx.event(wf_id, "step.started", step.step_id, attempt=row.attempt)
+            elif kind is DeliveryKind.COMPENSATION and not takeover:
+                await Step.filter(id=step.id).update(compensation_status=CompensationStatus.RUNNING)
             ancestors = dag.ancestors(step.step_id, await self._graph(wf_id))
             states = await self._step_states(wf_id, ancestors)
             jobs.append(
@@ -557,63 +545,86 @@ class Store:
         summary = SettleSummary()
         if not reports:
             return summary
+        created: list[Delivery] = []
         async with in_transaction():
-            tx = _Tx()
+            attempts = [_attempt_row(r) for r in reports]
             for report in reports:
-                await self._settle_one(report, tx, rand)
-            await self._flush(tx)
+                created.extend(await self._settle_one(report, rand))
+            await Attempt.bulk_create(attempts)
         now = time.time()
-        summary.due_now = sum(1 for d in tx.deliveries if d.due_at <= now)
-        summary.events = len(tx.events)
+        summary.due_now = sum(1 for d in created if d.due_at <= now)
         return summary
 
-    async def _settle_one(self, report: Report, tx: _Tx, rand: Any) -> None:
+    async def _settle_one(self, report: Report, rand: Any) -> list[Delivery]:
         job = report.job
-        result = report.result
-        tx.attempts.append(
-            Attempt(
-                workflow_id=job.workflow_id,
-                step_id=job.step_id,
-                kind=job.kind,
-                number=job.attempt,
-                message_id=job.message_id,
-                started_at=report.started_at,
-                duration_ms=round(report.duration_ms, 3),
-                http_status=result.http_status,
-                outcome=result.outcome,
-                error=result.error.to_dict() if result.error else None,
-                response_excerpt=result.excerpt,
-            )
-        )
         # The delivery must still be ours, for this attempt: a process whose lease ran
         # out may answer after another took the row over; the first answer wins.
         delivery = await Delivery.get_or_none(id=job.delivery_id, attempt=job.attempt)
         if delivery is None:
-            return
+            return []
         if job.kind in CALLBACK_KINDS:
-            await self._settle_callback(job, result, delivery, tx, rand)
-            return
+            await self._settle_callback(job, report.result, delivery, rand)
+            return []
+        assert job.step_id is not None
+        session = await self._session(job.workflow_id, [job.step_id])
+        if session is None:
+            await Delivery.filter(id=delivery.id).delete()
+            return []
+        machine = session.machine
         if job.kind is DeliveryKind.STEP:
-            await self._settle_step(job, result, delivery, tx, rand)
+            decision = machine.attempt_finished(job.step_id, job.attempt, report.result, rand=rand)
+        else:
+            decision = machine.compensation_finished(
+                job.step_id, job.attempt, report.result, rand=rand
+            )
+        await self._after_decision(delivery, decision, session)
+        return await self._run(machine, session.loaded)
+
+    async def _after_decision(
+        self, delivery: Delivery, decision: AttemptDecision | None, session: _Session
+    ) -> None:
+        """Keep, reschedule, park (async) or remove the delivery row the answer was for."""
+        if decision is None or decision.status in (StepStatus.COMPLETED, StepStatus.FAILED):
+            await Delivery.filter(id=delivery.id).delete()
+        elif decision.status is StepStatus.RETRYING:
+            await self._reschedule(delivery, decision.retry_in or 0.0)
+        else:
+            step = session.machine.steps[delivery.step_id or ""]
+            if step.status is StepStatus.RUNNING:
+                # Async: the step waits for its callback until the deadline in due_at.
+                await Delivery.filter(id=delivery.id).update(
+                    awaiting=True,
+                    due_at=time.time() + step.timeout,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            else:
+                await Delivery.filter(id=delivery.id).delete()
 
     async def _settle_callback(
-        self, job: Job, result: AttemptResult, delivery: Delivery, tx: _Tx, rand: Any
+        self, job: Job, result: AttemptResult, delivery: Delivery, rand: Any
     ) -> None:
         decision = decide_after_attempt(result, job.attempt, job.policy, rand=rand)
-        if decision.status is StepStatus.COMPLETED or decision.status is StepStatus.RUNNING:
-            await Delivery.filter(id=delivery.id).delete()
-            tx.event(job.workflow_id, "callback.delivered", kind=job.kind, attempt=job.attempt)
-        elif decision.status is StepStatus.RETRYING:
-            assert decision.retry_in is not None
-            await self._reschedule(delivery, decision.retry_in)
+        if decision.status is StepStatus.RETRYING:
+            await self._reschedule(delivery, decision.retry_in or 0.0)
+            return
+        await Delivery.filter(id=delivery.id).delete()
+        if decision.status is StepStatus.FAILED:
+            error = decision.error.to_dict() if decision.error else None
+            await Event.create(
+                workflow_id=job.workflow_id,
+                step_id=None,
+                type="callback.failed",
+                at=utcnow(),
+                data={"kind": job.kind.value, "attempt": job.attempt, "error": error},
+            )
         else:
-            await Delivery.filter(id=delivery.id).delete()
-            tx.event(
-                job.workflow_id,
-                "callback.failed",
-                kind=job.kind,
-                attempt=job.attempt,
-                error=decision.error.to_dict() if decision.error else None,
+            await Event.create(
+                workflow_id=job.workflow_id,
+                step_id=None,
+                type="callback.delivered",
+                at=utcnow(),
+                data={"kind": job.kind.value, "attempt": job.attempt},
             )
 
     async def _reschedule(self, delivery: Delivery, retry_in: float) -> None:
@@ -626,84 +637,233 @@ class Store:
             lease_until=None,
         )
 
-    async def _settle_step(
-        self, job: Job, result: AttemptResult, delivery: Delivery, tx: _Tx, rand: Any
-    ) -> None:
-        assert job.step_id is not None
-        state = await self._load_state(job.workflow_id)
-        step = await Step.get_or_none(workflow_id=job.workflow_id, step_id=job.step_id)
-        if state is None or step is None or step.status != StepStatus.RUNNING:
-            await Delivery.filter(id=delivery.id).delete()
-            return
-        may_retry = state.status is WorkflowStatus.RUNNING and not (
-            state.failed_step is not None and state.fail_fast
-        )
-        policy = RetryPolicy.from_dict(step.retry)
-        decision = decide_after_attempt(result, job.attempt, policy, may_retry=may_retry, rand=rand)
-        error = decision.error.to_dict() if decision.error else None
-        cascade = _Cascade(self, tx, state)
-        if decision.status is StepStatus.RUNNING:
-            # Async: the step waits for its callback until the deadline in due_at.
-            await Delivery.filter(id=delivery.id).update(
-                awaiting=True,
-                due_at=time.time() + step.timeout,
-                lease_owner=None,
-                lease_until=None,
-            )
-            tx.event(job.workflow_id, "step.waiting", job.step_id, attempt=job.attempt)
-        elif decision.status is StepStatus.RETRYING:
-            assert decision.retry_in is not None
-            updated = await Step.filter(id=step.id, status=StepStatus.RUNNING).update(
-                status=StepStatus.RETRYING, error=error
-            )
-            if updated:
-                await self._reschedule(delivery, decision.retry_in)
-                tx.event(
-                    job.workflow_id, "step.failed", job.step_id, attempt=job.attempt, error=error
-                )
-                tx.event(
-                    job.workflow_id,
-                    "step.retrying",
-                    job.step_id,
-                    attempt=job.attempt + 1,
-                    delay=round(decision.retry_in, 3),
-                )
-        else:
-            await Delivery.filter(id=delivery.id).delete()
-            if decision.status is StepStatus.COMPLETED:
-                await cascade.settle(step, StepStatus.COMPLETED, result=decision.result)
-            else:
-                tx.event(
-                    job.workflow_id, "step.failed", job.step_id, attempt=job.attempt, error=error
-                )
-                await cascade.settle(step, StepStatus.FAILED, error=error)
-        await cascade.run()
+    # ----------------------------------------------------------------- actions
 
-    async def _load_state(self, workflow_id: str) -> _WorkflowState | None:
-        w = await Workflow.get_or_none(id=workflow_id)
-        if w is None:
-            return None
-        return _WorkflowState(
-            id=w.id,
-            name=w.name,
-            status=WorkflowStatus(w.status),
-            context=w.context,
-            fail_fast=w.fail_fast,
-            saga=w.saga,
-            failed_step=w.failed_step,
-            open_steps=w.open_steps,
-            on_complete=w.on_complete,
-            on_error=w.on_error,
-            created_at=w.created_at,
+    async def cancel(self, workflow_id: str, *, compensate: bool) -> dict[str, Any]:
+        """Cancel a workflow (DESIGN §3); raises NotFound or Conflict."""
+        return await self._act(workflow_id, lambda m: m.cancel(compensate=compensate))
+
+    async def retry(self, workflow_id: str) -> dict[str, Any]:
+        """Re-run a failed workflow, or resume a failed compensation."""
+        return await self._act(workflow_id, lambda m: m.retry_workflow())
+
+    async def retry_step(self, workflow_id: str, step_id: str) -> dict[str, Any]:
+        """Re-run one step and everything downstream of it."""
+
+        def act(machine: Machine) -> None:
+            if step_id not in machine.steps:
+                raise NotFound(f"workflow '{workflow_id}' has no step '{step_id}'")
+            machine.retry_step(step_id)
+
+        return await self._act(workflow_id, act)
+
+    async def _act(self, workflow_id: str, action: Any) -> dict[str, Any]:
+        async with in_transaction():
+            session = await self._session(workflow_id, None)
+            if session is None:
+                raise NotFound(f"no workflow '{workflow_id}'")
+            try:
+                action(session.machine)
+            except MachineConflict as exc:
+                raise Conflict(str(exc)) from exc
+            await self._run(session.machine, session.loaded)
+        document = await self.get_workflow(workflow_id)
+        assert document is not None
+        return document
+
+    async def expire_workflows(self, *, now: datetime | None = None, limit: int = 100) -> int:
+        """Fail running workflows whose deadline passed (the periodic sweep)."""
+        now = now or utcnow()
+        ids = await (
+            Workflow.filter(status=WorkflowStatus.RUNNING, deadline_at__lte=now, end_reason=None)
+            .limit(limit)
+            .values_list("id", flat=True)
         )
+        for workflow_id in ids:
+            async with in_transaction():
+                session = await self._session(str(workflow_id), None)
+                if session is None:
+                    continue
+                session.machine.timeout()
+                await self._run(session.machine, session.loaded)
+        return len(ids)
+
+    async def async_result(self, claim: CallbackClaim, body: bytes) -> dict[str, Any]:
+        """An async step's callback: settle it like an answer to its request.
+
+        Raises NotFound when the step does not exist, Gone when it is no longer
+        waiting for this run (already answered, timed out, retried, cancelled).
+        """
+        async with in_transaction():
+            _, delivery = await self._waiting(claim)
+            result = classify_answer(200, body)
+            if result.outcome is Outcome.ASYNC:
+                raise BadRequest('a callback must carry the result, not {"async": true}')
+            session = await self._session(claim.workflow_id, [claim.step_id])
+            assert session is not None
+            decision = session.machine.attempt_finished(claim.step_id, claim.attempt, result)
+            await self._after_decision(delivery, decision, session)
+            await self._run(session.machine, session.loaded)
+            await Attempt.create(
+                workflow_id=claim.workflow_id,
+                step_id=claim.step_id,
+                kind=DeliveryKind.STEP,
+                number=claim.attempt,
+                message_id=delivery.message_id,
+                started_at=utcnow(),
+                duration_ms=0.0,
+                http_status=None,
+                outcome=f"callback.{result.outcome}",
+                error=result.error.to_dict() if result.error else None,
+                response_excerpt=result.excerpt,
+            )
+            status = session.machine.steps[claim.step_id].status
+        return {"accepted": True, "stepId": claim.step_id, "status": status.value}
+
+    async def heartbeat(self, claim: CallbackClaim) -> dict[str, Any]:
+        """Push an async step's deadline out by its timeout."""
+        async with in_transaction():
+            step_row, delivery = await self._waiting(claim)
+            if not delivery.awaiting:
+                raise Conflict("the step's request is still in flight; heartbeat after its 202")
+            due = time.time() + step_row.timeout
+            await Delivery.filter(id=delivery.id).update(due_at=due)
+        deadline = datetime.fromtimestamp(due, UTC)
+        return {"stepId": claim.step_id, "deadline": iso(deadline)}
+
+    async def _waiting(self, claim: CallbackClaim) -> tuple[Step, Delivery]:
+        step = await Step.get_or_none(workflow_id=claim.workflow_id, step_id=claim.step_id)
+        if step is None:
+            raise NotFound("no such step")
+        delivery = await Delivery.get_or_none(
+            workflow_id=claim.workflow_id,
+            step_id=claim.step_id,
+            kind=DeliveryKind.STEP,
+            attempt=claim.attempt,
+        )
+        if (
+            delivery is None
+            or step.status != StepStatus.RUNNING
+            or step.run_id != claim.run_id
+            or step.attempts != claim.attempt
+        ):
+            raise Gone("this callback is no longer accepted: the step is not waiting for it")
+        return step, delivery
+
+    # ----------------------------------------------------------------- machine
+
+    async def _session(self, workflow_id: str, step_ids: Sequence[str] | None) -> _Session | None:
+        """Lock the workflow and load it (with ``step_ids``, or every step when None)."""
+        query = Workflow.filter(id=workflow_id)
+        if _supports_for_update():
+            query = query.select_for_update()
+        workflow = await query.first()
+        if workflow is None:
+            return None
+        graph = await self._graph(workflow_id)
+        loaded: dict[str, str] = {}
+        states = await self._load_steps(workflow_id, step_ids, loaded)
+        machine = Machine(
+            _workflow_state(workflow),
+            states,
+            graph=graph,
+            now=utcnow(),
+            seq=time.time_ns,
+            new_run_id=new_run_id,
+            all_loaded=step_ids is None,
+        )
+        return _Session(machine, loaded)
+
+    async def _load_steps(
+        self, workflow_id: str, step_ids: Iterable[str] | None, loaded: dict[str, str]
+    ) -> dict[str, StepState]:
+        query = Step.filter(workflow_id=workflow_id)
+        deliveries = Delivery.filter(workflow_id=workflow_id, kind=DeliveryKind.STEP)
+        if step_ids is not None:
+            ids = [i for i in step_ids if i not in loaded]
+            if not ids:
+                return {}
+            query = query.filter(step_id__in=ids)
+            deliveries = deliveries.filter(step_id__in=ids)
+        by_step = {d.step_id: d for d in await deliveries}
+        states: dict[str, StepState] = {}
+        for row in await query:
+            if row.step_id in loaded:
+                continue
+            loaded[row.step_id] = row.status
+            states[row.step_id] = _step_state(row, by_step.get(row.step_id))
+        return states
+
+    async def _run(self, machine: Machine, loaded: dict[str, str]) -> list[Delivery]:
+        """Run the machine to the end, loading what it asks for, then write its effects."""
+        while (need := machine.run()) is not None:
+            wanted = None if need.all_steps else sorted(need.step_ids)
+            states = await self._load_steps(machine.workflow.id, wanted, loaded)
+            machine.provide(states.values(), all_steps=need.all_steps)
+        return await self._apply(machine, loaded)
+
+    async def _apply(self, machine: Machine, loaded: dict[str, str]) -> list[Delivery]:
+        effects = machine.effects
+        workflow_id = machine.workflow.id
+        for step_id, changes in effects.steps.items():
+            fields = {k: (json_value(v) if k == "result" else v) for k, v in changes.items()}
+            updated = await Step.filter(
+                workflow_id=workflow_id, step_id=step_id, status=loaded[step_id]
+            ).update(**fields)
+            if updated != 1:
+                raise TransitionRejected(
+                    f"step {workflow_id}/{step_id} changed under us (expected {loaded[step_id]})"
+                )
+            if "status" in changes:
+                loaded[step_id] = str(changes["status"])
+        if effects.workflow:
+            fields = dict(effects.workflow)
+            if "status" in fields and fields["status"] in TERMINAL_WORKFLOW_STATUSES:
+                fields.setdefault("completed_at", machine.now)
+            if isinstance(fields.get("end_reason"), WorkflowErrorCode):
+                fields["end_reason"] = fields["end_reason"].value
+            fields["compensation_started"] = machine.workflow.compensation_started
+            await Workflow.filter(id=workflow_id).update(**fields)
+        dropped = [d.step_id for d in effects.drops]
+        if dropped:
+            await Delivery.filter(
+                workflow_id=workflow_id, step_id__in=dropped, kind=DeliveryKind.STEP
+            ).delete()
+        now = time.time()
+        rows = [
+            Delivery(
+                workflow_id=workflow_id,
+                step_id=d.step_id,
+                kind=d.kind,
+                attempt=1,
+                message_id=message_id(workflow_id, d.step_id, d.kind, d.run_id),
+                due_at=now,
+                url=d.url,
+                payload=d.payload,
+            )
+            for d in effects.deliveries
+        ]
+        if rows:
+            await Delivery.bulk_create(rows)
+        if effects.events:
+            await Event.bulk_create(
+                [
+                    Event(
+                        workflow_id=workflow_id,
+                        step_id=e.step_id,
+                        type=e.type,
+                        at=machine.now,
+                        data=e.data,
+                    )
+                    for e in effects.events
+                ]
+            )
+        machine.effects = Effects()
+        return rows
 
     # ----------------------------------------------------------------- helpers
 
     async def _flush(self, tx: _Tx) -> None:
-        if tx.attempts:
-            await Attempt.bulk_create(tx.attempts)
-        if tx.deliveries:
-            await Delivery.bulk_create(tx.deliveries)
         if tx.events:
             await Event.bulk_create(tx.events)
 
@@ -730,265 +890,88 @@ CALLBACK_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(slots=True)
-class _WorkflowState:
-    id: str
-    name: str | None
-    status: WorkflowStatus
-    context: Any
-    fail_fast: bool
-    saga: bool
-    failed_step: str | None
-    open_steps: int
-    on_complete: str | None
-    on_error: str | None
-    created_at: datetime
+class _Session:
+    """A machine over one locked workflow, and the status each loaded step had."""
+
+    machine: Machine
+    loaded: dict[str, str]
 
 
-class _Cascade:
-    """Applies one settled step and everything it causes, breadth first, in one transaction.
+def _supports_for_update() -> bool:
+    return bool(Workflow._meta.db.capabilities.support_for_update)
 
-    A settled step counts down its dependents; a dependent whose count reaches zero
-    becomes ready (or is skipped by its condition, which settles it in turn); a
-    dependent that can never run is cancelled, which settles it in turn. No step
-    is looked at twice and the whole DAG is never scanned.
-    """
 
-    def __init__(self, store: Store, tx: _Tx, state: _WorkflowState) -> None:
-        self.store = store
-        self.tx = tx
-        self.state = state
-        self.queue: deque[tuple[Step, StepStatus]] = deque()
-        self.settled_count = 0
-        self.dirty = False
+def _workflow_state(w: Workflow) -> WorkflowState:
+    return WorkflowState(
+        id=w.id,
+        name=w.name,
+        status=WorkflowStatus(w.status),
+        context=w.context,
+        fail_fast=w.fail_fast,
+        saga=w.saga,
+        failed_step=w.failed_step,
+        open_steps=w.open_steps,
+        step_count=w.step_count,
+        timeout=w.timeout,
+        end_reason=WorkflowErrorCode(w.end_reason) if w.end_reason else None,
+        on_complete=w.on_complete,
+        on_error=w.on_error,
+        error=w.error,
+        compensation_started=w.compensation_started,
+    )
 
-    @property
-    def may_start(self) -> bool:
-        """Whether new steps may start (running, and not doomed under failFast)."""
-        return self.state.status is WorkflowStatus.RUNNING and not (
-            self.state.failed_step is not None and self.state.fail_fast
+
+def _step_state(row: Step, delivery: Delivery | None) -> StepState:
+    view = None
+    if delivery is not None:
+        view = DeliveryView(
+            kind=DeliveryKind(delivery.kind),
+            attempt=delivery.attempt,
+            in_flight=delivery.lease_owner is not None and not delivery.awaiting,
+            awaiting=delivery.awaiting,
         )
+    return StepState(
+        step_id=row.step_id,
+        status=StepStatus(row.status),
+        depends_on=list(row.depends_on),
+        dependents=list(row.dependents),
+        deps_remaining=row.deps_remaining,
+        url=row.url,
+        run_id=row.run_id,
+        policy=RetryPolicy.from_dict(row.retry),
+        timeout=row.timeout,
+        continue_on_failure=row.continue_on_failure,
+        condition=row.condition,
+        compensation=row.compensation,
+        attempts=row.attempts,
+        completion_seq=row.completion_seq,
+        compensation_status=row.compensation_status,
+        result=row.result,
+        error=row.error,
+        position=row.position,
+        delivery=view,
+    )
 
-    async def settle(
-        self,
-        step: Step,
-        status: StepStatus,
-        *,
-        result: Any = None,
-        error: dict[str, Any] | None = None,
-        allowed: Sequence[StepStatus] = (StepStatus.RUNNING,),
-    ) -> bool:
-        """Move ``step`` to a settled status (conditionally) and queue its consequences."""
-        fields: dict[str, Any] = {"status": status, "completed_at": self.tx.now}
-        if status is StepStatus.COMPLETED:
-            fields.update(result=json_value(result), error=None, completion_seq=time.time_ns())
-        elif error is not None:
-            fields["error"] = error
-        updated = await Step.filter(id=step.id, status__in=list(allowed)).update(**fields)
-        if not updated:
-            return False
-        step.status = status
-        self.settled_count += 1
-        wf = self.state.id
-        if status is StepStatus.COMPLETED:
-            self.tx.event(wf, "step.completed", step.step_id, attempt=step.attempts or None)
-        elif status is StepStatus.CANCELLED:
-            self.tx.event(wf, "step.cancelled", step.step_id, reason=(error or {}).get("message"))
-        elif status is StepStatus.SKIPPED:
-            self.tx.event(wf, "step.skipped", step.step_id)
-        if dooms_workflow(status, step.continue_on_failure) and self.state.failed_step is None:
-            self.state.failed_step = step.step_id
-            self.dirty = True
-            if self.state.fail_fast:
-                await self._cancel_open_steps(f"step '{step.step_id}' failed")
-        self.queue.append((step, status))
-        return True
 
-    async def make_ready(self, step: Step) -> None:
-        """A step whose dependencies are all settled: skip it, or make it due now."""
-        if not self.may_start:
-            await self.settle(
-                step,
-                StepStatus.CANCELLED,
-                error={"code": "cancelled", "message": "the workflow is no longer running"},
-                allowed=(StepStatus.PENDING,),
-            )
-            return
-        if step.condition:
-            verdict = await self._evaluate(step)
-            if verdict is not True:
-                if verdict is False:
-                    await self.settle(step, StepStatus.SKIPPED, allowed=(StepStatus.PENDING,))
-                else:
-                    error = StepError(StepErrorCode.HANDLER_ERROR, verdict).to_dict()
-                    error["code"] = "condition_error"
-                    self.tx.event(self.state.id, "step.failed", step.step_id, error=error)
-                    await self.settle(
-                        step, StepStatus.FAILED, error=error, allowed=(StepStatus.PENDING,)
-                    )
-                return
-        updated = await Step.filter(id=step.id, status=StepStatus.PENDING).update(
-            status=StepStatus.RUNNING, started_at=self.tx.now, error=None, result=None
-        )
-        if not updated:
-            return
-        step.status = StepStatus.RUNNING
-        self.tx.deliveries.append(
-            Delivery(
-                workflow_id=self.state.id,
-                step_id=step.step_id,
-                kind=DeliveryKind.STEP,
-                attempt=1,
-                message_id=message_id(self.state.id, step.step_id, DeliveryKind.STEP, step.run_id),
-                due_at=time.time(),
-                url=step.url,
-            )
-        )
-
-    async def _evaluate(self, step: Step) -> bool | str:
-        """True/False from the step's `when`, or an error message."""
-        try:
-            condition = compile_condition(step.condition or "")
-            ancestors = dag.ancestors(step.step_id, await self.store._graph(self.state.id))
-            states = await self.store._step_states(self.state.id, ancestors)
-            steps = {
-                sid: {k: v for k, v in prev.items()}
-                for sid, prev in previous_steps(ancestors, states).items()
-            }
-            return condition.evaluate(self.state.context, steps)
-        except ConditionError as exc:
-            return f"`when` could not be evaluated: {exc}"
-
-    async def run(self) -> None:
-        """Drain the queue of settled steps, then finish the workflow if nothing is open."""
-        while self.queue:
-            step, status = self.queue.popleft()
-            if not step.dependents:
-                continue
-            satisfied = satisfies_dependents(status, step.continue_on_failure)
-            for dependent in await Step.filter(
-                workflow_id=self.state.id, step_id__in=list(step.dependents)
-            ):
-                if dependent.status != StepStatus.PENDING:
-                    continue
-                if not satisfied:
-                    await self.settle(
-                        dependent,
-                        StepStatus.CANCELLED,
-                        error={
-                            "code": "cancelled",
-                            "message": f"dependency '{step.step_id}' {status}",
-                        },
-                        allowed=(StepStatus.PENDING,),
-                    )
-                    continue
-                remaining = dependent.deps_remaining - 1
-                await Step.filter(id=dependent.id).update(deps_remaining=F("deps_remaining") - 1)
-                dependent.deps_remaining = remaining
-                if remaining == 0:
-                    await self.make_ready(dependent)
-        await self._finish()
-
-    async def _cancel_open_steps(self, reason: str) -> None:
-        """failFast: nothing new starts anywhere; pending and retrying steps are cancelled."""
-        rows = await Step.filter(
-            workflow_id=self.state.id, status__in=(StepStatus.PENDING, StepStatus.RETRYING)
-        )
-        for row in rows:
-            settled = await self.settle(
-                row,
-                StepStatus.CANCELLED,
-                error={"code": "cancelled", "message": reason},
-                allowed=(StepStatus.PENDING, StepStatus.RETRYING),
-            )
-            if settled:
-                await Delivery.filter(
-                    workflow_id=self.state.id, step_id=row.step_id, kind=DeliveryKind.STEP
-                ).delete()
-
-    async def _finish(self) -> None:
-        state = self.state
-        if not self.settled_count and not self.dirty:
-            return
-        state.open_steps -= self.settled_count
-        updates: dict[str, Any] = {"open_steps": F("open_steps") - self.settled_count}
-        if self.dirty:
-            updates["failed_step"] = state.failed_step
-        view = WorkflowView(
-            status=state.status, open_steps=state.open_steps, failed_step=state.failed_step
-        )
-        outcome = final_status(view)
-        self.settled_count = 0
-        self.dirty = False
-        if outcome is None:
-            await Workflow.filter(id=state.id).update(**updates)
-            return
-        error = None
-        if state.failed_step is not None:
-            failed = await Step.get_or_none(workflow_id=state.id, step_id=state.failed_step)
-            error = workflow_error(
-                WorkflowErrorCode.STEP_FAILED, state.failed_step, failed.error if failed else None
-            )
-        updates.update(status=outcome, completed_at=self.tx.now, error=error)
-        updated = await Workflow.filter(id=state.id, status=WorkflowStatus.RUNNING).update(
-            **updates
-        )
-        if not updated:
-            return
-        state.status = outcome
-        self.tx.event(state.id, f"workflow.{outcome}", error=error)
-        await self._enqueue_callback(outcome, error)
-
-    async def _enqueue_callback(self, status: WorkflowStatus, error: Any) -> None:
-        kind = callback_kind_for(status)
-        state = self.state
-        url = state.on_complete if kind is DeliveryKind.ON_COMPLETE else state.on_error
-        if kind is None or not url:
-            return
-        steps = await Step.filter(workflow_id=state.id).order_by("position")
-        document = _outcome_lists(steps)
-        payload = {
-            "workflowId": state.id,
-            "workflowName": state.name,
-            "status": status.value,
-            "context": state.context,
-            "results": document["results"],
-            "completedSteps": document["completedSteps"],
-            "failedSteps": document["failedSteps"],
-            "skippedSteps": document["skippedSteps"],
-            "error": error,
-            "completedAt": iso(self.tx.now),
-        }
-        self.tx.deliveries.append(
-            Delivery(
-                workflow_id=state.id,
-                step_id=None,
-                kind=kind,
-                attempt=1,
-                message_id=message_id(state.id, None, kind, new_run_id()),
-                due_at=time.time(),
-                url=url,
-                payload=payload,
-            )
-        )
+def _attempt_row(report: Report) -> Attempt:
+    job = report.job
+    result = report.result
+    return Attempt(
+        workflow_id=job.workflow_id,
+        step_id=job.step_id,
+        kind=job.kind,
+        number=job.attempt,
+        message_id=job.message_id,
+        started_at=report.started_at,
+        duration_ms=round(report.duration_ms, 3),
+        http_status=result.http_status,
+        outcome=result.outcome,
+        error=result.error.to_dict() if result.error else None,
+        response_excerpt=result.excerpt,
+    )
 
 
 # --------------------------------------------------------------------------- documents
-
-
-def _outcome_lists(steps: Sequence[Step]) -> dict[str, Any]:
-    completed = sorted(
-        (s for s in steps if s.status == StepStatus.COMPLETED),
-        key=lambda s: (s.completion_seq or 0, s.position),
-    )
-    return {
-        "currentSteps": [
-            s.step_id for s in steps if s.status in (StepStatus.RUNNING, StepStatus.RETRYING)
-        ],
-        "completedSteps": [s.step_id for s in completed],
-        "failedSteps": [s.step_id for s in steps if s.status == StepStatus.FAILED],
-        "skippedSteps": [s.step_id for s in steps if s.status == StepStatus.SKIPPED],
-        "results": {s.step_id: s.result for s in completed},
-    }
 
 
 def _summary(w: Workflow) -> dict[str, Any]:
@@ -1005,7 +988,7 @@ def _summary(w: Workflow) -> dict[str, Any]:
 
 
 def _status_document(w: Workflow, steps: Sequence[Step]) -> dict[str, Any]:
-    lists = _outcome_lists(steps)
+    lists = outcome_lists(_step_state(s, None) for s in steps)
     return {
         "id": w.id,
         "name": w.name,

@@ -42,8 +42,10 @@ class Migration(migrations.Migration):
                 ('open_steps', fields.IntField(description='Steps not yet completed, failed, skipped or cancelled.')),
                 ('failed_step', fields.CharField(null=True, description='The first step that failed for good without continueOnFailure.', max_length=128)),
                 ('step_count', fields.IntField()),
+                ('end_reason', fields.CharField(null=True, description='Why the workflow stopped starting steps: workflow_timeout or cancelled (else null).', max_length=24)),
+                ('compensation_started', fields.BooleanField(default=False, description='Saga compensation has been planned for the current failure.')),
             ],
-            options={'table': 'workflows', 'app': 'models', 'indexes': [Index(fields=['created_at', 'id']), Index(fields=['status', 'created_at']), Index(fields=['name', 'created_at'])], 'pk_attr': 'id'},
+            options={'table': 'workflows', 'app': 'models', 'indexes': [Index(fields=['created_at', 'id']), Index(fields=['status', 'created_at']), Index(fields=['name', 'created_at']), Index(fields=['status', 'deadline_at'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(

@@ -7,6 +7,7 @@
 - ``HandlerApp`` runs ``handler_app.py`` (the scripted step/callback handler) the same way;
   ``HandlerClient`` drives its control API.
 - ``BatonClient`` is a small synchronous client for the ``/v1`` API with polling helpers.
+- ``BatonFactory`` starts servers for a test and stops them (and drops their databases).
 - ``postgres_database`` makes a fresh PostgreSQL database for a server and drops it after.
 
 The module imports nothing from ``app``: the tests treat the server as a black box.
@@ -47,6 +48,9 @@ TERMINAL_STATUSES = frozenset(
 )
 
 _ADDRESS_IN_USE = ("address already in use", "errno 98")
+
+#: An admin URL of a PostgreSQL server; when set, servers get fresh databases there.
+POSTGRES_ENV = "BATON_E2E_POSTGRES_URL"
 
 
 class ServerStartError(RuntimeError):
@@ -590,6 +594,57 @@ class BatonClient:
                     f"{[e['type'] for e in events]}"
                 )
             time.sleep(0.1)
+
+
+class BatonFactory:
+    """Starts Baton servers under ``root``; ``close()`` stops them and drops their databases.
+
+    Servers get SQLite in their own data dir, or a fresh PostgreSQL database each when
+    ``BATON_E2E_POSTGRES_URL`` is set. Several servers share one database by passing the
+    same ``database_url=`` (e.g. from ``database_url()``).
+    """
+
+    def __init__(self, root: Path, signing_secret: str | None = None):
+        self.root = root
+        self.signing_secret = signing_secret or random_signing_secret()
+        self.servers: list[BatonServer] = []
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> BatonFactory:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.stop_all()
+        finally:
+            # Only after the servers are gone: a database is dropped with its connections.
+            self._stack.close()
+
+    def database_url(self) -> str | None:
+        """A fresh PostgreSQL database if configured; ``None`` means SQLite in the data dir."""
+        admin_url = os.environ.get(POSTGRES_ENV)
+        if not admin_url:
+            return None
+        return self._stack.enter_context(postgres_database(admin_url))
+
+    def create(self, *, start: bool = True, **kwargs: Any) -> BatonServer:
+        """A server on its own data dir (``data_dir=`` to share one, e.g. after a kill)."""
+        data_dir = kwargs.pop("data_dir", None) or self.root / f"baton-{len(self.servers)}"
+        kwargs.setdefault("signing_secret", self.signing_secret)
+        if "database_url" not in kwargs:
+            kwargs["database_url"] = self.database_url()
+        server = BatonServer(data_dir, **kwargs)
+        self.servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
 
 
 def _expect(response: httpx.Response, status: int) -> None:

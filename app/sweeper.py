@@ -1,0 +1,61 @@
+"""Periodic sweeps (APScheduler): enforce workflow deadlines.
+
+The scheduler holds no workflow state: every tick reads the database, so the
+sweep is safe to run in every process at once (each expiry is a conditional
+transition under the workflow's row lock).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from app.store import Store
+
+log = logging.getLogger("baton.sweeper")
+
+#: How often deadlines are checked: a workflow fails at most this long after its timeout.
+SWEEP_INTERVAL_SECONDS = 1.0
+
+
+class Sweeper:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        wake: Callable[[], None],
+        interval: float = SWEEP_INTERVAL_SECONDS,
+    ) -> None:
+        self.store = store
+        self.wake = wake
+        self.interval = interval
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+
+    def start(self) -> None:
+        self._scheduler.add_job(
+            self.expire_workflows,
+            "interval",
+            seconds=self.interval,
+            id="expire-workflows",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        # Pause first so no tick starts while the scheduler winds down.
+        self._scheduler.pause()
+        self._scheduler.shutdown(wait=False)
+
+    async def expire_workflows(self) -> None:
+        try:
+            expired = await self.store.expire_workflows()
+        except Exception:
+            log.exception("expiring workflows failed; trying again at the next tick")
+            return
+        if expired:
+            log.info("%d workflow(s) reached their timeout", expired)
+            self.wake()
