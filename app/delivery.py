@@ -54,6 +54,8 @@ def build_body(job: Job, *, deadline: datetime, callback_url: str | None) -> dic
         "deadline": iso(deadline),
         "callbackUrl": callback_url,
     }
+    if job.compensating is not None:
+        body["compensating"] = job.compensating
     return body
 
 

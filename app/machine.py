@@ -319,6 +319,8 @@ class Machine:
             self._queue.append(("cancel_open", None))
             self._queue.append(("finish", None))
         else:
+            # Cancelled from now on; the event and callback follow the step cancellations.
+            self.workflow.status = WorkflowStatus.CANCELLED
             self._queue.append(("cancel_open", None))
             self._queue.append(("end", WorkflowStatus.CANCELLED.value))
 
@@ -467,6 +469,10 @@ class Machine:
         self._settled += 1
         self.workflow.open_steps -= 1
         self._workflow(open_steps=self.workflow.open_steps)
+        if self.workflow.open_steps == 0:
+            # Whatever closed the last open step (an answer, a cascade of cancels or
+            # skips), the workflow must be looked at once more.
+            self._queue.append(("finish", None))
         if dooms_workflow(status, step.continue_on_failure) and self.workflow.failed_step is None:
             self.workflow.failed_step = step.step_id
             self._workflow(failed_step=step.step_id)
@@ -535,6 +541,7 @@ class Machine:
         if not self._will_finish():
             return
         if w.status is WorkflowStatus.COMPENSATING:
+            w.compensation_started = True
             self._queue.append(("plan_compensation", None))
             return
         if w.failed_step is None and w.end_reason is None:
@@ -553,6 +560,7 @@ class Machine:
             w.status = WorkflowStatus.COMPENSATING
             self._workflow(status=WorkflowStatus.COMPENSATING)
             self.event("workflow.compensating", None, error=error)
+            w.compensation_started = True
             self._queue.append(("plan_compensation", None))
         else:
             self._end(WorkflowStatus.FAILED)

@@ -117,6 +117,8 @@ class Job:
     previous_steps: dict[str, Any] | None = None
     #: The body for callbacks (fixed when the workflow ended).
     payload: dict[str, Any] | None = None
+    #: For compensations: the step being undone and its result.
+    compensating: dict[str, Any] | None = None
     #: An async step whose deadline passed: settle as a timeout, send nothing.
     expired: bool = False
     #: Claimed again after another process's lease ran out (same webhook-id).
@@ -487,6 +489,11 @@ class Store:
                     run_id=step.run_id,
                     context=workflow.context,
                     previous_steps=previous_steps(ancestors, states),
+                    compensating=(
+                        {"stepId": step.step_id, "result": step.result}
+                        if kind is DeliveryKind.COMPENSATION
+                        else None
+                    ),
                     expired=row.awaiting,
                     takeover=takeover and not row.awaiting,
                 )

@@ -1,0 +1,595 @@
+"""The pure workflow state machine, driven in memory: scenarios and random-DAG properties."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.engine import (
+    TERMINAL_WORKFLOW_STATUSES,
+    AttemptResult,
+    DeliveryKind,
+    RetryPolicy,
+    StepErrorCode,
+    StepStatus,
+    WorkflowStatus,
+    classify_answer,
+)
+from app.machine import (
+    CompensationStatus,
+    Conflict,
+    DeliveryView,
+    Effects,
+    Machine,
+    Need,
+    NewDelivery,
+    StepState,
+    WorkflowState,
+)
+
+NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+
+
+def ok(result: Any = None) -> AttemptResult:
+    return classify_answer(200, orjson.dumps({"success": True, "result": result}))
+
+
+def flaky() -> AttemptResult:
+    return classify_answer(503, b"")
+
+
+def broken() -> AttemptResult:
+    return classify_answer(404, b"")
+
+
+@dataclass
+class Sim:
+    """Plays the store and the dispatcher around a machine, entirely in memory."""
+
+    machine: Machine
+    outstanding: list[tuple[NewDelivery, int]] = field(default_factory=list)
+    dispatched: list[str] = field(default_factory=list)
+    compensated: list[str] = field(default_factory=list)
+    callbacks: list[NewDelivery] = field(default_factory=list)
+    events: list[tuple[str, str | None]] = field(default_factory=list)
+    #: Status of every dependency at the moment each step was sent.
+    deps_at_dispatch: dict[str, dict[str, StepStatus]] = field(default_factory=dict)
+
+    def drain(self) -> None:
+        need = self.machine.run()
+        assert need is None, f"everything is loaded, yet the machine asked for {need}"
+        effects = self.machine.effects
+        dropped = {d.step_id for d in effects.drops}
+        self.outstanding = [
+            (d, n)
+            for d, n in self.outstanding
+            if not (d.kind is DeliveryKind.STEP and d.step_id in dropped)
+        ]
+        for delivery in effects.deliveries:
+            if delivery.kind in (DeliveryKind.ON_COMPLETE, DeliveryKind.ON_ERROR):
+                self.callbacks.append(delivery)
+            else:
+                self.outstanding.append((delivery, 1))
+                if delivery.kind is DeliveryKind.STEP:
+                    self.machine.steps[delivery.step_id or ""].delivery = DeliveryView(
+                        DeliveryKind.STEP, 1, in_flight=False
+                    )
+        self.events.extend((e.type, e.step_id) for e in effects.events)
+        self.machine.effects = Effects()
+
+    def claim(self, index: int = 0) -> tuple[NewDelivery, int]:
+        delivery, attempt = self.outstanding.pop(index)
+        step = self.machine.steps[delivery.step_id or ""]
+        if delivery.kind is DeliveryKind.STEP:
+            # The store does this when it claims the row.
+            step.attempts = attempt
+            if step.status is StepStatus.RETRYING:
+                step.status = StepStatus.RUNNING
+            step.delivery = DeliveryView(DeliveryKind.STEP, attempt, in_flight=True)
+            self.dispatched.append(step.step_id)
+            self.deps_at_dispatch[step.step_id] = {
+                d: self.machine.steps[d].status for d in step.depends_on
+            }
+        else:
+            step.compensation_status = CompensationStatus.RUNNING
+            self.compensated.append(step.step_id)
+        return delivery, attempt
+
+    def answer(self, delivery: NewDelivery, attempt: int, result: AttemptResult) -> None:
+        step_id = delivery.step_id or ""
+        if delivery.kind is DeliveryKind.STEP:
+            decision = self.machine.attempt_finished(step_id, attempt, result)
+        else:
+            decision = self.machine.compensation_finished(step_id, attempt, result)
+        step = self.machine.steps[step_id]
+        if decision is not None and decision.status is StepStatus.RETRYING:
+            self.outstanding.append((delivery, attempt + 1))
+            if delivery.kind is DeliveryKind.STEP:
+                step.delivery = DeliveryView(DeliveryKind.STEP, attempt + 1, in_flight=False)
+        elif delivery.kind is DeliveryKind.STEP and (
+            decision is not None or step.status is not StepStatus.RUNNING
+        ):
+            step.delivery = None
+        self.drain()
+
+    def send_all(self, answers: dict[str, AttemptResult] | None = None) -> None:
+        """Claim and answer until nothing is outstanding (in order)."""
+        answers = answers or {}
+        while self.outstanding:
+            delivery, attempt = self.claim()
+            self.answer(
+                delivery, attempt, answers.get(delivery.step_id or "", ok(delivery.step_id))
+            )
+
+    @property
+    def status(self) -> WorkflowStatus:
+        return self.machine.workflow.status
+
+    def step(self, step_id: str) -> StepState:
+        return self.machine.steps[step_id]
+
+
+def make(
+    steps: list[dict[str, Any]],
+    *,
+    fail_fast: bool = True,
+    saga: bool = False,
+    context: Any = None,
+    on_complete: str | None = "http://h/done",
+    on_error: str | None = "http://h/failed",
+) -> Sim:
+    deps = {s["id"]: list(s.get("dependsOn", [])) for s in steps}
+    dependents: dict[str, list[str]] = {s["id"]: [] for s in steps}
+    for sid, ds in deps.items():
+        for d in ds:
+            dependents[d].append(sid)
+    states = {
+        s["id"]: StepState(
+            step_id=s["id"],
+            status=StepStatus.PENDING,
+            depends_on=deps[s["id"]],
+            dependents=dependents[s["id"]],
+            deps_remaining=len(deps[s["id"]]),
+            url=f"http://h/{s['id']}",
+            run_id=f"run-{s['id']}",
+            policy=RetryPolicy(max_attempts=s.get("maxAttempts", 1), jitter=False),
+            continue_on_failure=s.get("continueOnFailure", False),
+            condition=s.get("when"),
+            compensation=s.get("compensation"),
+            position=i,
+        )
+        for i, s in enumerate(steps)
+    }
+    workflow = WorkflowState(
+        id="wf",
+        name="test",
+        status=WorkflowStatus.RUNNING,
+        context=context or {},
+        fail_fast=fail_fast,
+        saga=saga,
+        failed_step=None,
+        open_steps=len(steps),
+        step_count=len(steps),
+        on_complete=on_complete,
+        on_error=on_error,
+    )
+    counter = itertools.count(1)
+    runs = itertools.count(1)
+    machine = Machine(
+        workflow,
+        states,
+        graph=deps,
+        now=NOW,
+        seq=lambda: next(counter),
+        new_run_id=lambda: f"new-{next(runs)}",
+        all_loaded=True,
+    )
+    machine.start()
+    sim = Sim(machine)
+    sim.drain()
+    return sim
+
+
+DIAMOND = [
+    {"id": "start"},
+    {"id": "left", "dependsOn": ["start"]},
+    {"id": "right", "dependsOn": ["start"]},
+    {"id": "merge", "dependsOn": ["left", "right"]},
+]
+
+
+def test_diamond_completes_in_dependency_order() -> None:
+    sim = make(DIAMOND)
+    assert [d.step_id for d, _ in sim.outstanding] == ["start"]
+    sim.send_all()
+    assert sim.status is WorkflowStatus.COMPLETED
+    assert sim.dispatched[0] == "start" and sim.dispatched[-1] == "merge"
+    assert [c.kind for c in sim.callbacks] == [DeliveryKind.ON_COMPLETE]
+    payload = sim.callbacks[0].payload
+    assert payload is not None
+    assert payload["status"] == "completed"
+    assert payload["results"] == {s: s for s in ("start", "left", "right", "merge")}
+    assert ("workflow.completed", None) in sim.events
+
+
+def test_readiness_counts_down_instead_of_rescanning() -> None:
+    sim = make(DIAMOND)
+    sim.answer(*sim.claim(), ok())
+    assert sim.step("merge").deps_remaining == 2
+    delivery, attempt = next((d, n) for d, n in sim.outstanding if d.step_id == "left")
+    sim.outstanding.remove((delivery, attempt))
+    sim.machine.steps["left"].attempts = 1
+    sim.answer(delivery, 1, ok())
+    assert sim.step("merge").deps_remaining == 1
+    assert sim.step("merge").status is StepStatus.PENDING
+
+
+def test_failure_cancels_everything_pending_under_fail_fast() -> None:
+    sim = make(
+        [
+            {"id": "a"},
+            {"id": "b"},
+            {"id": "a2", "dependsOn": ["a"]},
+            {"id": "b2", "dependsOn": ["b"]},
+        ]
+    )
+    sim.send_all({"a": broken()})
+    assert sim.step("a").status is StepStatus.FAILED
+    # b was already claimed and answered first in order; b2 became ready after a failed.
+    assert sim.step("a2").status is StepStatus.CANCELLED
+    assert sim.status is WorkflowStatus.FAILED
+    assert sim.machine.workflow.error is not None
+    assert sim.machine.workflow.error["code"] == "step_failed"
+    assert sim.machine.workflow.error["stepId"] == "a"
+    assert [c.kind for c in sim.callbacks] == [DeliveryKind.ON_ERROR]
+
+
+def test_without_fail_fast_independent_branches_run_on() -> None:
+    steps = [
+        {"id": "a"},
+        {"id": "b"},
+        {"id": "a2", "dependsOn": ["a"]},
+        {"id": "b2", "dependsOn": ["b"]},
+    ]
+    sim = make(steps, fail_fast=False)
+    sim.send_all({"a": broken()})
+    assert sim.step("a2").status is StepStatus.CANCELLED
+    assert sim.step("b2").status is StepStatus.COMPLETED
+    assert sim.status is WorkflowStatus.FAILED
+
+
+def test_fail_fast_lets_in_flight_finish_but_starts_nothing() -> None:
+    sim = make([{"id": "a"}, {"id": "b"}, {"id": "b2", "dependsOn": ["b"]}])
+    a = sim.claim(0)
+    b = sim.claim(0)  # both on the wire
+    sim.answer(*a, broken())
+    assert sim.status is WorkflowStatus.RUNNING  # b is still in flight
+    sim.answer(*b, ok("late"))
+    assert sim.step("b").status is StepStatus.COMPLETED
+    assert sim.step("b2").status is StepStatus.CANCELLED
+    assert "b2" not in sim.dispatched
+    assert sim.status is WorkflowStatus.FAILED
+
+
+def test_continue_on_failure_lets_dependents_see_the_failure() -> None:
+    sim = make([{"id": "a", "continueOnFailure": True}, {"id": "b", "dependsOn": ["a"]}])
+    sim.send_all({"a": broken()})
+    assert sim.step("a").status is StepStatus.FAILED
+    assert sim.step("b").status is StepStatus.COMPLETED
+    assert sim.deps_at_dispatch["b"] == {"a": StepStatus.FAILED}
+    assert sim.status is WorkflowStatus.COMPLETED
+    assert sim.callbacks[0].payload is not None
+    assert sim.callbacks[0].payload["failedSteps"] == ["a"]
+
+
+def test_retries_then_success() -> None:
+    sim = make([{"id": "a", "maxAttempts": 3}])
+    delivery, attempt = sim.claim()
+    sim.answer(delivery, attempt, flaky())
+    assert sim.step("a").status is StepStatus.RETRYING
+    assert sim.outstanding[0][1] == 2
+    sim.send_all()
+    assert sim.step("a").status is StepStatus.COMPLETED
+    types = [t for t, _ in sim.events]
+    assert types.count("step.failed") == 1
+    assert types.count("step.retrying") == 1
+
+
+def test_when_false_skips_and_dependents_proceed() -> None:
+    sim = make(
+        [
+            {"id": "a"},
+            {"id": "b", "dependsOn": ["a"], "when": "steps.a.result.go == true"},
+            {"id": "c", "dependsOn": ["b"]},
+        ]
+    )
+    sim.send_all({"a": ok({"go": False})})
+    assert sim.step("b").status is StepStatus.SKIPPED
+    assert sim.step("c").status is StepStatus.COMPLETED
+    assert "b" not in sim.dispatched
+    assert sim.status is WorkflowStatus.COMPLETED
+    assert ("step.skipped", "b") in sim.events
+
+
+def test_when_over_context_at_the_root() -> None:
+    sim = make([{"id": "a", "when": "context.total > 0"}], context={"total": 42.5})
+    assert [d.step_id for d, _ in sim.outstanding] == ["a"]
+    sim = make([{"id": "a", "when": "context.total > 0"}], context={"total": 0})
+    assert sim.status is WorkflowStatus.COMPLETED
+    assert sim.step("a").status is StepStatus.SKIPPED
+
+
+def test_when_evaluation_error_fails_the_step() -> None:
+    sim = make([{"id": "a", "when": "context.missing.deep > 1"}])
+    assert sim.step("a").status is StepStatus.FAILED
+    assert sim.step("a").error is not None
+    assert sim.step("a").error["code"] == "condition_error"
+    assert sim.status is WorkflowStatus.FAILED
+
+
+def test_cancel_ends_at_once_and_in_flight_answers_start_nothing() -> None:
+    sim = make([{"id": "a"}, {"id": "b", "dependsOn": ["a"]}, {"id": "c"}])
+    in_flight = sim.claim(0)  # a is on the wire; c is queued
+    sim.machine.cancel(compensate=False)
+    sim.drain()
+    assert sim.status is WorkflowStatus.CANCELLED
+    assert sim.step("c").status is StepStatus.CANCELLED
+    assert sim.step("b").status is StepStatus.CANCELLED
+    assert sim.step("a").status is StepStatus.RUNNING
+    sim.answer(*in_flight, ok("late"))
+    assert sim.step("a").status is StepStatus.COMPLETED
+    assert sim.status is WorkflowStatus.CANCELLED
+    assert [c.kind for c in sim.callbacks] == [DeliveryKind.ON_ERROR]
+    assert sim.callbacks[0].payload is not None
+    assert sim.callbacks[0].payload["status"] == "cancelled"
+    with pytest.raises(Conflict):
+        sim.machine.cancel(compensate=False)
+
+
+def test_retry_workflow_reruns_only_what_failed() -> None:
+    sim = make([{"id": "a"}, {"id": "b", "dependsOn": ["a"]}, {"id": "c", "dependsOn": ["b"]}])
+    sim.send_all({"b": broken()})
+    assert sim.status is WorkflowStatus.FAILED
+    with pytest.raises(Conflict):
+        sim.machine.cancel(compensate=False)
+    sim.machine.retry_workflow()
+    sim.drain()
+    assert sim.status is WorkflowStatus.RUNNING
+    assert sim.step("b").status is StepStatus.RUNNING
+    assert sim.step("b").run_id.startswith("new-")
+    assert sim.step("a").status is StepStatus.COMPLETED
+    sim.send_all()
+    assert sim.status is WorkflowStatus.COMPLETED
+    assert sim.dispatched.count("a") == 1
+    assert sim.dispatched.count("b") == 2
+
+
+def test_retry_is_refused_unless_failed() -> None:
+    sim = make([{"id": "a"}])
+    with pytest.raises(Conflict):
+        sim.machine.retry_workflow()
+    sim.send_all()
+    with pytest.raises(Conflict):
+        sim.machine.retry_workflow()
+
+
+def test_retry_step_reruns_it_and_everything_downstream() -> None:
+    sim = make([*DIAMOND, {"id": "other"}])
+    sim.send_all()
+    assert sim.status is WorkflowStatus.COMPLETED
+    sim.machine.retry_step("left")
+    sim.drain()
+    assert sim.status is WorkflowStatus.RUNNING
+    assert sim.step("merge").status is StepStatus.PENDING
+    assert sim.step("right").status is StepStatus.COMPLETED
+    sim.send_all()
+    assert sim.status is WorkflowStatus.COMPLETED
+    assert sim.dispatched.count("left") == 2
+    assert sim.dispatched.count("merge") == 2
+    assert sim.dispatched.count("right") == 1
+    assert sim.dispatched.count("other") == 1
+
+
+def test_retry_step_refused_while_running() -> None:
+    sim = make([{"id": "a"}])
+    with pytest.raises(Conflict):
+        sim.machine.retry_step("a")
+
+
+def test_timeout_fails_the_workflow() -> None:
+    sim = make([{"id": "a"}, {"id": "b", "dependsOn": ["a"]}])
+    sim.machine.timeout()
+    sim.drain()
+    assert sim.status is WorkflowStatus.FAILED
+    assert sim.machine.workflow.error is not None
+    assert sim.machine.workflow.error["code"] == "workflow_timeout"
+    assert sim.step("a").status is StepStatus.CANCELLED
+    assert sim.step("b").status is StepStatus.CANCELLED
+
+
+def test_saga_compensates_in_reverse_completion_order() -> None:
+    sim = make(
+        [
+            {"id": "a", "compensation": "http://h/undo-a"},
+            {"id": "b", "compensation": "http://h/undo-b", "dependsOn": ["a"]},
+            {"id": "c", "dependsOn": ["b"]},
+            {"id": "d", "dependsOn": ["c"], "compensation": "http://h/undo-d"},
+        ],
+        saga=True,
+    )
+    sim.send_all({"c": broken()})
+    assert sim.status is WorkflowStatus.COMPENSATED
+    assert sim.compensated == ["b", "a"]
+    assert sim.step("d").compensation_status is None
+    types = [t for t, _ in sim.events]
+    assert types.index("workflow.compensating") < types.index("workflow.compensated")
+    assert [c.kind for c in sim.callbacks] == [DeliveryKind.ON_ERROR]
+    assert sim.callbacks[0].payload is not None
+    assert sim.callbacks[0].payload["status"] == "compensated"
+
+
+def test_failed_compensation_waits_for_retry() -> None:
+    sim2 = make(
+        [
+            {"id": "a", "compensation": "http://h/undo-a"},
+            {"id": "b", "compensation": "http://h/undo-b", "dependsOn": ["a"]},
+            {"id": "c", "dependsOn": ["b"]},
+        ],
+        saga=True,
+    )
+    while sim2.outstanding:
+        delivery, attempt = sim2.claim()
+        if (
+            delivery.kind is DeliveryKind.COMPENSATION and delivery.step_id == "b"
+        ) or delivery.step_id == "c":
+            sim2.answer(delivery, attempt, broken())
+        else:
+            sim2.answer(delivery, attempt, ok())
+    assert sim2.status is WorkflowStatus.COMPENSATION_FAILED
+    assert sim2.step("b").compensation_status == CompensationStatus.FAILED
+    assert sim2.step("a").compensation_status == CompensationStatus.PENDING
+    sim2.machine.retry_workflow()
+    sim2.drain()
+    assert sim2.status is WorkflowStatus.COMPENSATING
+    sim2.send_all()
+    assert sim2.status is WorkflowStatus.COMPENSATED
+    assert sim2.compensated == ["b", "b", "a"]
+
+
+def test_cancel_with_compensation() -> None:
+    sim = make([{"id": "a", "compensation": "http://h/undo-a"}, {"id": "b", "dependsOn": ["a"]}])
+    delivery, attempt = sim.claim()
+    sim.answer(delivery, attempt, ok())
+    sim.machine.cancel(compensate=True)
+    sim.drain()
+    assert sim.status is WorkflowStatus.COMPENSATING
+    sim.send_all()
+    assert sim.status is WorkflowStatus.COMPENSATED
+    assert sim.compensated == ["a"]
+
+
+def test_machine_asks_only_for_what_it_needs() -> None:
+    steps = {
+        "a": StepState("a", StepStatus.RUNNING, [], ["b"], 0, "http://h/a", "r", attempts=1),
+    }
+    b = StepState("b", StepStatus.PENDING, ["a"], [], 1, "http://h/b", "r", position=1)
+    machine = Machine(
+        WorkflowState("wf", None, WorkflowStatus.RUNNING, {}, True, False, None, 3, 3),
+        steps,
+        graph={"a": [], "b": ["a"], "z": []},
+        now=NOW,
+        seq=lambda: 1,
+        new_run_id=lambda: "x",
+    )
+    machine.attempt_finished("a", 1, ok())
+    assert machine.run() == Need(step_ids=frozenset({"b"}))
+    machine.provide([b])
+    assert machine.run() is None
+    assert [d.step_id for d in machine.effects.deliveries] == ["b"]
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@st.composite
+def random_workflows(draw: st.DrawFn) -> tuple[list[dict[str, Any]], bool, bool, int]:
+    size = draw(st.integers(min_value=1, max_value=9))
+    steps = []
+    for i in range(size):
+        deps = draw(st.lists(st.integers(0, i - 1), unique=True, max_size=3)) if i else []
+        steps.append(
+            {
+                "id": f"s{i}",
+                "dependsOn": [f"s{d}" for d in deps],
+                "maxAttempts": draw(st.integers(1, 3)),
+                "continueOnFailure": draw(st.booleans()),
+                "compensation": f"http://h/undo-{i}" if draw(st.booleans()) else None,
+            }
+        )
+    return steps, draw(st.booleans()), draw(st.booleans()), draw(st.integers(0, 2**32))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_workflows())
+def test_random_dags_reach_one_terminal_status_respecting_the_rules(
+    case: tuple[list[dict[str, Any]], bool, bool, int],
+) -> None:
+    steps, fail_fast, saga, seed = case
+    rng = random.Random(seed)
+    sim = make(steps, fail_fast=fail_fast, saga=saga)
+    completion_order: list[str] = []
+    for _ in range(500):
+        if not sim.outstanding:
+            break
+        # Answer in a random order, sometimes leaving several requests in flight.
+        delivery, attempt = sim.claim(rng.randrange(len(sim.outstanding)))
+        roll = rng.random()
+        if delivery.kind is DeliveryKind.COMPENSATION:
+            result = ok() if roll < 0.85 else broken()
+        elif roll < 0.6:
+            result = ok(delivery.step_id)
+        elif roll < 0.85:
+            result = flaky()
+        else:
+            result = broken()
+        sim.answer(delivery, attempt, result)
+        if delivery.kind is DeliveryKind.STEP and sim.step(delivery.step_id or "").status is (
+            StepStatus.COMPLETED
+        ):
+            completion_order.append(delivery.step_id or "")
+    else:
+        pytest.fail("the simulation did not settle")
+
+    # Exactly one terminal status, and no step left open.
+    assert sim.status in TERMINAL_WORKFLOW_STATUSES
+    for step in sim.machine.steps.values():
+        assert step.status in (
+            StepStatus.COMPLETED,
+            StepStatus.FAILED,
+            StepStatus.SKIPPED,
+            StepStatus.CANCELLED,
+        ), (step.step_id, step.status)
+    assert sim.machine.workflow.open_steps == 0
+    # No step was sent before each of its dependencies had settled in a way that lets it run.
+    for step_id, deps in sim.deps_at_dispatch.items():
+        state = sim.machine.steps
+        for dep, status in deps.items():
+            assert (
+                status is StepStatus.COMPLETED
+                or status is StepStatus.SKIPPED
+                or (status is StepStatus.FAILED and state[dep].continue_on_failure)
+            ), (step_id, dep, status)
+    # Nothing is both completed and cancelled.
+    done = {s for t, s in sim.events if t == "step.completed"}
+    cancelled = {s for t, s in sim.events if t == "step.cancelled"}
+    assert not done & cancelled
+    # Compensation: exactly the completed steps with a compensation URL, in reverse order.
+    if sim.compensated:
+        expected = [s for s in reversed(completion_order) if sim.machine.steps[s].compensation]
+        attempted = list(dict.fromkeys(sim.compensated))
+        if sim.status is WorkflowStatus.COMPENSATED:
+            assert attempted == expected
+        else:
+            assert sim.status is WorkflowStatus.COMPENSATION_FAILED
+            assert attempted == expected[: len(attempted)]
+    elif sim.status is WorkflowStatus.FAILED:
+        assert not (saga and any(sim.machine.steps[s].compensation for s in completion_order))
+    # Exactly one callback, of the right kind, once the workflow ended.
+    kinds = [c.kind for c in sim.callbacks]
+    if sim.status is WorkflowStatus.COMPLETED:
+        assert kinds == [DeliveryKind.ON_COMPLETE]
+    else:
+        assert kinds == [DeliveryKind.ON_ERROR]
+
+
+def test_error_codes_are_wire_strings() -> None:
+    assert StepErrorCode.HTTP_ERROR == "http_error"
+    assert WorkflowStatus.COMPENSATION_FAILED == "compensation_failed"
