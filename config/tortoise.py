@@ -1,6 +1,6 @@
 """Tortoise config for the `tortoise` CLI (makemigrations, migrate, sqlmigrate, history).
 
-    .venv/bin/tortoise -c config.tortoise.TORTOISE_ORM makemigrations
+.venv/bin/tortoise -c config.tortoise.TORTOISE_ORM makemigrations
 """
 
 from app.db import tortoise_config
