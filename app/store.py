@@ -159,6 +159,9 @@ class _Tx:
 
     events: list[Event] = field(default_factory=list)
     now: datetime = field(default_factory=utcnow)
+    #: Workflows found past their deadline while claiming.
+    expired: set[str] = field(default_factory=set)
+    skipped: list[int] = field(default_factory=list)
 
     def event(self, workflow_id: str, type_: str, step_id: str | None = None, **data: Any) -> None:
         self.events.append(
@@ -427,6 +430,18 @@ class Store:
             tx = _Tx()
             jobs = await self._describe(rows, tx)
             await self._flush(tx)
+            # A step of a workflow whose deadline has passed is not sent: the workflow
+            # times out here rather than at the next sweep.
+            if tx.expired:
+                # Those rows were leased a moment ago by this very claim: not in flight.
+                await Delivery.filter(id__in=tx.skipped).update(
+                    lease_owner=None, lease_until=None, started=False
+                )
+            for workflow_id in tx.expired:
+                session = await self._session(workflow_id, None)
+                if session is not None:
+                    session.machine.timeout()
+                    await self._run(session.machine, session.loaded)
         return jobs
 
     async def _describe(self, rows: Sequence[Delivery], tx: _Tx) -> list[Job]:
@@ -444,6 +459,16 @@ class Store:
             workflow = workflows[wf_id]
             kind = DeliveryKind(row.kind)
             takeover = row.started
+            if (
+                kind is DeliveryKind.STEP
+                and workflow.status == WorkflowStatus.RUNNING
+                and workflow.end_reason is None
+                and workflow.deadline_at is not None
+                and workflow.deadline_at <= tx.now
+            ):
+                tx.expired.add(wf_id)
+                tx.skipped.append(row.id)
+                continue
             if kind in CALLBACK_KINDS:
                 jobs.append(
                     Job(

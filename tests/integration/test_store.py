@@ -6,6 +6,7 @@ DESIGN §5 that lives in the database is checked on both databases.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -285,3 +286,56 @@ async def test_dependencies_document(store: Store) -> None:
     }
     assert await store.get_dependencies("deps", "b") == {"dependsOn": ["a"], "dependedOnBy": []}
     assert await store.get_dependencies("deps", "zz") is None
+
+
+async def test_claiming_a_step_past_the_workflow_deadline_times_the_workflow_out(
+    store: Store,
+) -> None:
+    await create(
+        store,
+        {
+            "id": "late",
+            "timeout": 0.05,
+            "steps": [{"id": "a", "url": "http://h/a"}, {"id": "b", "url": "http://h/b"}],
+            "onError": "http://h/failed",
+        },
+    )
+    await asyncio.sleep(0.1)
+    jobs = await store.claim_due(10, lease_seconds=30)
+    # Not one step is sent; only the onError callback is due.
+    assert [j.kind for j in jobs] == []
+    document = await store.get_workflow("late")
+    assert document is not None
+    assert document["status"] == "failed"
+    assert document["error"]["code"] == "workflow_timeout"
+    assert {s["status"] for s in document["steps"]} == {"cancelled"}
+    [callback] = await store.claim_due(10, lease_seconds=30)
+    assert callback.kind is DeliveryKind.ON_ERROR
+
+
+async def test_sweep_expires_workflows_whose_steps_are_in_flight(store: Store) -> None:
+    await create(
+        store,
+        {
+            "id": "slow",
+            "timeout": 0.05,
+            "steps": [
+                {"id": "a", "url": "http://h/a"},
+                {"id": "b", "url": "http://h/b", "dependsOn": ["a"]},
+            ],
+        },
+    )
+    [job] = await store.claim_due(10, lease_seconds=30)
+    await asyncio.sleep(0.1)
+    assert await store.expire_workflows() == 1
+    document = await store.get_workflow("slow")
+    assert document is not None
+    # a is on the wire: the workflow fails once it answers; b never starts.
+    assert document["status"] == "running"
+    assert {s["id"]: s["status"] for s in document["steps"]} == {"a": "running", "b": "cancelled"}
+    await store.settle([report(job, ok())])
+    document = await store.get_workflow("slow")
+    assert document is not None
+    assert document["status"] == "failed"
+    assert document["error"]["code"] == "workflow_timeout"
+    assert document["completedSteps"] == ["a"]
