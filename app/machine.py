@@ -179,6 +179,7 @@ class Machine:
         self.effects = Effects()
         self._queue: deque[_Task] = deque()
         self._settled = 0
+        self._compensation_run: str | None = None
 
     # ----------------------------------------------------------------- loading
 
@@ -311,6 +312,7 @@ class Machine:
             raise Conflict(f"workflow '{self.workflow.id}' is {self.workflow.status}")
         self.workflow.end_reason = WorkflowErrorCode.CANCELLED
         error = workflow_error(WorkflowErrorCode.CANCELLED, None)
+        self.workflow.error = error
         self._workflow(end_reason=WorkflowErrorCode.CANCELLED.value, error=error)
         if compensate:
             self._workflow(status=WorkflowStatus.COMPENSATING)
@@ -594,12 +596,16 @@ class Machine:
             return
         step = pending[0]
         assert step.compensation is not None
+        # A compensation re-sent by a manual retry is a new run: a new webhook-id.
+        run_id = self._compensation_run or step.run_id
+        self._compensation_run = None
         self.effects.deliveries.append(
-            NewDelivery(DeliveryKind.COMPENSATION, step.step_id, step.compensation, step.run_id)
+            NewDelivery(DeliveryKind.COMPENSATION, step.step_id, step.compensation, run_id)
         )
 
     def _resume_compensation(self) -> None:
         w = self.workflow
+        self._compensation_run = self._new_run_id()
         for step in self.steps.values():
             if step.compensation_status == CompensationStatus.FAILED:
                 self._set(step, compensation_status=CompensationStatus.PENDING)
@@ -697,10 +703,7 @@ class Machine:
         w = self.workflow
         w.status = status
         self._workflow(status=status, completed_at=self.now)
-        if status is WorkflowStatus.CANCELLED:
-            self.event("workflow.cancelled", None)
-        else:
-            self.event(f"workflow.{status.value}", None, error=w.error)
+        self.event(f"workflow.{status.value}", None, error=w.error)
         kind = callback_kind_for(status)
         url = w.on_complete if kind is DeliveryKind.ON_COMPLETE else w.on_error
         if kind is None or not url:

@@ -144,7 +144,9 @@ class Attempt(Model):
     started_at = fields.DatetimeField()
     duration_ms = fields.FloatField()
     http_status = fields.IntField(null=True)
-    outcome = fields.CharField(max_length=16)
+    #: completed, failed or async for a request, callback.completed or callback.failed for an
+    #: async step's callback.
+    outcome = fields.CharField(max_length=32)
     error: Any = fields.JSONField(null=True)
     response_excerpt = fields.TextField(null=True)
 

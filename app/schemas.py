@@ -738,4 +738,10 @@ def parse_cancel_request(raw: bytes) -> CancelRequest:
     try:
         return CancelRequest.model_validate(document, by_alias=True, by_name=False)
     except ValidationError as exc:
-        raise _failure(_pydantic_problems(exc)) from exc
+        problems = [
+            FieldError(_format_path(e["loc"]), "unknown field (expected compensate)")
+            if e["type"] == "extra_forbidden"
+            else FieldError(_format_path(e["loc"]), _message(e))
+            for e in exc.errors(include_url=False)
+        ]
+        raise _failure(problems) from exc

@@ -49,8 +49,12 @@ class Settings:
         file = env_file if env_file and Path(env_file).is_file() else None
         config = Config(env_file=file, environ=env if env is not None else environ)
         try:
+            data_dir = Path(config("BATON_DATA_DIR", default="data"))
             settings = cls(
-                database_url=config("BATON_DATABASE_URL", default=DEFAULT_DATABASE_URL),
+                # The default database lives in the data directory, wherever that is.
+                database_url=config(
+                    "BATON_DATABASE_URL", default=f"sqlite://{data_dir}/baton.sqlite3"
+                ),
                 api_keys=_secrets(config("BATON_API_KEYS", cast=CommaSeparatedStrings, default="")),
                 signing_secrets=_secrets(
                     config("BATON_SIGNING_SECRETS", cast=CommaSeparatedStrings, default="")
@@ -72,7 +76,7 @@ class Settings:
                     for h in config("BATON_ALLOWED_HOSTS", cast=CommaSeparatedStrings, default="")
                     if h
                 ),
-                data_dir=Path(config("BATON_DATA_DIR", default="data")),
+                data_dir=data_dir,
             )
         except ValueError as exc:
             raise ConfigurationError(f"invalid configuration: {exc}") from exc

@@ -39,7 +39,6 @@ from app.engine import (
     AttemptResult,
     Backoff,
     DeliveryKind,
-    Outcome,
     RetryPolicy,
     StepStatus,
     WorkflowErrorCode,
@@ -49,7 +48,7 @@ from app.engine import (
     iso,
     previous_steps,
 )
-from app.errors import BadRequest, Conflict, Gone, NotFound, StoreError, TransitionRejected
+from app.errors import Conflict, Gone, NotFound, StoreError, TransitionRejected
 from app.machine import (
     CompensationStatus,
     DeliveryView,
@@ -696,9 +695,10 @@ class Store:
                 raise NotFound(f"no workflow '{workflow_id}'")
             try:
                 action(session.machine)
+                await self._run(session.machine, session.loaded)
             except MachineConflict as exc:
+                # Nothing was written: the transaction rolls back with the 409.
                 raise Conflict(str(exc)) from exc
-            await self._run(session.machine, session.loaded)
         document = await self.get_workflow(workflow_id)
         assert document is not None
         return document
@@ -729,8 +729,6 @@ class Store:
         async with in_transaction():
             _, delivery = await self._waiting(claim)
             result = classify_answer(200, body)
-            if result.outcome is Outcome.ASYNC:
-                raise BadRequest('a callback must carry the result, not {"async": true}')
             session = await self._session(claim.workflow_id, [claim.step_id])
             assert session is not None
             decision = session.machine.attempt_finished(claim.step_id, claim.attempt, result)

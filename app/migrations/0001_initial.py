@@ -60,7 +60,7 @@ class Migration(migrations.Migration):
                 ('started_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('duration_ms', fields.FloatField()),
                 ('http_status', fields.IntField(null=True)),
-                ('outcome', fields.CharField(max_length=16)),
+                ('outcome', fields.CharField(description='completed, failed or async for a request, callback.completed or callback.failed for an', max_length=32)),
                 ('error', fields.JSONField(null=True, encoder=JSON_DUMPS, decoder=loads)),
                 ('response_excerpt', fields.TextField(null=True, unique=False)),
             ],

@@ -17,10 +17,11 @@ import orjson
 import pytest
 
 from app.db import close_database, open_database
-from app.engine import AttemptResult, DeliveryKind, classify_answer
-from app.errors import Conflict
+from app.engine import AttemptResult, DeliveryKind, StepErrorCode, classify_answer
+from app.errors import Conflict, Gone, NotFound
 from app.schemas import canonical_json, parse_create_request
 from app.store import Job, Report, Store
+from app.tokens import CallbackClaim
 
 pytestmark = pytest.mark.asyncio
 
@@ -339,3 +340,84 @@ async def test_sweep_expires_workflows_whose_steps_are_in_flight(store: Store) -
     assert document["status"] == "failed"
     assert document["error"]["code"] == "workflow_timeout"
     assert document["completedSteps"] == ["a"]
+
+
+async def test_async_step_completes_through_its_callback(store: Store) -> None:
+    await create(
+        store,
+        {
+            "id": "async",
+            "steps": [
+                {"id": "a", "url": "http://h/a", "timeout": 30},
+                {"id": "b", "url": "http://h/b", "dependsOn": ["a"]},
+            ],
+        },
+    )
+    [job] = await store.claim_due(10, lease_seconds=30)
+    await store.settle([report(job, classify_answer(202, b'{"async": true}'))])
+    assert await store.claim_due(10, lease_seconds=30) == []  # parked until its callback
+    claim = CallbackClaim("async", "a", job.run_id or "", job.attempt)
+    beat = await store.heartbeat(claim)
+    assert beat["stepId"] == "a" and beat["deadline"].endswith("Z")
+    answer = await store.async_result(claim, orjson.dumps({"success": True, "result": {"n": 1}}))
+    assert answer == {"accepted": True, "stepId": "a", "status": "completed"}
+    [next_job] = await store.claim_due(10, lease_seconds=30)
+    assert next_job.step_id == "b"
+    assert next_job.previous_steps == {"a": {"status": "completed", "result": {"n": 1}}}
+    # The same token again: the step no longer waits for it.
+    with pytest.raises(Gone):
+        await store.async_result(claim, orjson.dumps({"success": True}))
+    step = await store.get_step("async", "a")
+    assert step is not None
+    assert [a["outcome"] for a in step["attemptLog"]] == ["async", "callback.completed"]
+
+
+async def test_async_failure_is_retried_and_a_stale_run_is_refused(store: Store) -> None:
+    await create(
+        store,
+        {
+            "id": "async-fail",
+            "steps": [
+                {"id": "a", "url": "http://h/a", "retries": {"delay": 0, "jitter": False}},
+            ],
+        },
+    )
+    [job] = await store.claim_due(10, lease_seconds=30)
+    await store.settle([report(job, classify_answer(202, b'{"async": true}'))])
+    claim = CallbackClaim("async-fail", "a", job.run_id or "", job.attempt)
+    answer = await store.async_result(claim, orjson.dumps({"success": False, "error": "boom"}))
+    assert answer["status"] == "retrying"
+    [retry] = await store.claim_due(10, lease_seconds=30)
+    assert retry.attempt == 2
+    with pytest.raises(Gone):
+        await store.heartbeat(claim)  # attempt 1's token is stale now
+    wrong_run = CallbackClaim("async-fail", "a", "another-run", 2)
+    with pytest.raises(Gone):
+        await store.async_result(wrong_run, orjson.dumps({"success": True}))
+    with pytest.raises(NotFound):
+        await store.async_result(
+            CallbackClaim("async-fail", "zz", "r", 1), orjson.dumps({"success": True})
+        )
+
+
+async def test_async_deadline_passing_is_a_timeout(store: Store) -> None:
+    await create(
+        store,
+        {
+            "id": "async-late",
+            "steps": [
+                {"id": "a", "url": "http://h/a", "timeout": 0.05, "retries": {"maxAttempts": 1}}
+            ],
+        },
+    )
+    [job] = await store.claim_due(10, lease_seconds=30)
+    await store.settle([report(job, classify_answer(202, b'{"async": true}'))])
+    [expired] = await store.claim_due(10, lease_seconds=30, now=time.time() + 1)
+    assert expired.expired
+    await store.settle(
+        [report(expired, AttemptResult.failure(StepErrorCode.TIMEOUT, "late", retryable=True))]
+    )
+    document = await store.get_workflow("async-late")
+    assert document is not None
+    assert document["status"] == "failed"
+    assert document["steps"][0]["error"]["code"] == "timeout"

@@ -350,6 +350,11 @@ def test_cancel_ends_at_once_and_in_flight_answers_start_nothing() -> None:
     assert [c.kind for c in sim.callbacks] == [DeliveryKind.ON_ERROR]
     assert sim.callbacks[0].payload is not None
     assert sim.callbacks[0].payload["status"] == "cancelled"
+    assert sim.callbacks[0].payload["error"] == {
+        "code": "cancelled",
+        "message": "the workflow was cancelled",
+        "stepId": None,
+    }
     with pytest.raises(Conflict):
         sim.machine.cancel(compensate=False)
 
@@ -593,3 +598,31 @@ def test_random_dags_reach_one_terminal_status_respecting_the_rules(
 def test_error_codes_are_wire_strings() -> None:
     assert StepErrorCode.HTTP_ERROR == "http_error"
     assert WorkflowStatus.COMPENSATION_FAILED == "compensation_failed"
+
+
+def test_retry_step_refused_while_a_downstream_step_runs() -> None:
+    sim = make([{"id": "a"}, {"id": "b", "dependsOn": ["a"]}])
+    sim.answer(*sim.claim(), ok())
+    sim.claim()  # b is on the wire
+    sim.machine.retry_step("a")
+    with pytest.raises(Conflict, match="'b' downstream of 'a'"):
+        sim.machine.run()
+
+
+def test_resumed_compensation_is_a_new_run() -> None:
+    sim = make(
+        [{"id": "a", "compensation": "http://h/undo-a"}, {"id": "b", "dependsOn": ["a"]}],
+        saga=True,
+    )
+    runs: list[str] = []
+    while sim.outstanding:
+        delivery, attempt = sim.claim()
+        if delivery.kind is DeliveryKind.COMPENSATION:
+            runs.append(delivery.run_id)
+        sim.answer(delivery, attempt, broken() if delivery.step_id == "b" or runs else ok())
+    assert sim.status is WorkflowStatus.COMPENSATION_FAILED
+    sim.machine.retry_workflow()
+    sim.drain()
+    delivery, attempt = sim.claim()
+    runs.append(delivery.run_id)
+    assert runs[0] != runs[1]
