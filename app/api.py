@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,7 +32,9 @@ from app.errors import (
 )
 from app.netguard import NetPolicy, check_url
 from app.schemas import (
+    ID_PATTERN,
     MAX_BODY_BYTES,
+    MAX_NAME_LENGTH,
     canonical_json,
     parse_cancel_request,
     parse_create_request,
@@ -175,29 +178,33 @@ class Api:
                 errors.append(FieldError("cursor", "is not a cursor this server handed out"))
         if errors:
             raise ValidationFailed(errors, "The query parameters are not valid.")
+        name = params.get("name") or None
+        if name is not None and len(name) > MAX_NAME_LENGTH:
+            # No workflow can have such a name.
+            return JSON({"items": [], "nextCursor": None})
         items, next_cursor = await self.store.list_workflows(
-            status=status, name=params.get("name") or None, limit=limit, cursor=cursor
+            status=status, name=name, limit=limit, cursor=cursor
         )
         return JSON({"items": items, "nextCursor": next_cursor})
 
     async def get_workflow(self, request: Request) -> Response:
-        workflow_id = request.path_params["workflow_id"]
+        workflow_id = _workflow_id(request)
         document = await self.store.get_workflow(workflow_id)
         if document is None:
             raise NotFound(f"no workflow '{workflow_id}'")
         return JSON(document)
 
     async def get_step(self, request: Request) -> Response:
-        workflow_id = request.path_params["workflow_id"]
-        step_id = request.path_params["step_id"]
+        workflow_id = _workflow_id(request)
+        step_id = _step_id(request)
         document = await self.store.get_step(workflow_id, step_id)
         if document is None:
             raise NotFound(await self._missing(workflow_id, step_id))
         return JSON(document)
 
     async def get_dependencies(self, request: Request) -> Response:
-        workflow_id = request.path_params["workflow_id"]
-        step_id = request.path_params["step_id"]
+        workflow_id = _workflow_id(request)
+        step_id = _step_id(request)
         document = await self.store.get_dependencies(workflow_id, step_id)
         if document is None:
             raise NotFound(await self._missing(workflow_id, step_id))
@@ -213,21 +220,17 @@ class Api:
     async def cancel(self, request: Request) -> Response:
         raw = await read_body(request, MAX_ACTION_BODY_BYTES)
         options = parse_cancel_request(raw)
-        document = await self.store.cancel(
-            request.path_params["workflow_id"], compensate=options.compensate
-        )
+        document = await self.store.cancel(_workflow_id(request), compensate=options.compensate)
         self.wake()
         return JSON(document)
 
     async def retry(self, request: Request) -> Response:
-        document = await self.store.retry(request.path_params["workflow_id"])
+        document = await self.store.retry(_workflow_id(request))
         self.wake()
         return JSON(document)
 
     async def retry_step(self, request: Request) -> Response:
-        document = await self.store.retry_step(
-            request.path_params["workflow_id"], request.path_params["step_id"]
-        )
+        document = await self.store.retry_step(_workflow_id(request), _step_id(request))
         self.wake()
         return JSON(document)
 
@@ -259,7 +262,7 @@ class Api:
     # ----------------------------------------------------------------- events
 
     async def events(self, request: Request) -> Response:
-        workflow_id = request.path_params["workflow_id"]
+        workflow_id = _workflow_id(request)
         if not await self.store.workflow_exists(workflow_id):
             raise NotFound(f"no workflow '{workflow_id}'")
         if "text/event-stream" in request.headers.get("accept", ""):
@@ -313,6 +316,24 @@ _FINAL_STATUSES = frozenset(
 )
 
 
+def _workflow_id(request: Request) -> str:
+    """The workflow id in the path; one that breaks the id rules cannot exist (404)."""
+    value: str = request.path_params["workflow_id"]
+    if not _ID.fullmatch(value):
+        raise NotFound(f"no workflow '{value[:140]}'")
+    return value
+
+
+def _step_id(request: Request) -> str:
+    value: str = request.path_params["step_id"]
+    if not _ID.fullmatch(value):
+        raise NotFound(f"no step '{value[:140]}'")
+    return value
+
+
+_ID = re.compile(ID_PATTERN)
+
+
 def _sse(item: dict[str, Any]) -> bytes:
     return (
         f"id: {item['id']}\nevent: {item['type']}\ndata: ".encode() + orjson.dumps(item) + b"\n\n"
@@ -323,9 +344,12 @@ def _last_event_id(value: str | None) -> int | None:
     if value is None or not value.strip():
         return None
     try:
-        return int(value)
+        event_id = int(value)
+        if not 0 <= event_id < 2**63:
+            raise ValueError(value)
     except ValueError as exc:
         raise BadRequest("Last-Event-ID must be an event id this server sent") from exc
+    return event_id
 
 
 def _check_condition(source: str) -> None:

@@ -47,7 +47,8 @@ class Dispatcher:
         self.max_concurrency = max_concurrency
         self.lease_seconds = lease_seconds
         self._wake = asyncio.Event()
-        self._reports: asyncio.Queue[Report] = asyncio.Queue()
+        #: Finished attempts waiting to be settled; None tells the committer to stop.
+        self._reports: asyncio.Queue[Report | None] = asyncio.Queue()
         #: delivery id -> task, for requests claimed and not yet settled.
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -73,26 +74,35 @@ class Dispatcher:
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let requests in flight finish for up to ``grace`` seconds,
-        settle what finished, and release the leases of the rest."""
+        settle what finished, and release the leases of the rest.
+
+        The loops that open database transactions are asked to stop, never cancelled:
+        a cancellation that lands while Tortoise's SQLite transaction is beginning
+        leaks its connection lock, and every later query would wait forever.
+        """
+        if not self._tasks:
+            return
+        claim, commit, lease = self._tasks
         self._stopping = True
         self._wake.set()
-        claim = self._tasks[0] if self._tasks else None
-        if claim is not None:
-            claim.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await claim
+        await asyncio.wait([claim], timeout=grace)
         pending = [t for t in self._inflight.values() if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=grace)
         for task in self._inflight.values():
+            # Only HTTP is awaited in a send task: cancelling it is safe.
             task.cancel()
-        # Settle everything that did finish before letting the committer go.
-        await self._drain_reports()
-        unfinished = list(self._inflight)
-        for task in self._tasks[1:]:
-            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        # The committer settles everything that finished, then stops at the sentinel.
+        self._reports.put_nowait(None)
+        await asyncio.wait([commit], timeout=grace)
+        lease.cancel()
+        for task in (claim, commit, lease):
+            if not task.done():
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        unfinished = list(self._inflight)
         if unfinished:
             try:
                 await self.store.release_leases(unfinished)
@@ -164,19 +174,22 @@ class Dispatcher:
     # ----------------------------------------------------------------- settle
 
     async def _commit_loop(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             first = await self._reports.get()
-            batch = [first]
+            batch: list[Report] = []
+            if first is None:
+                stop = True
+            else:
+                batch.append(first)
             while len(batch) < SETTLE_BATCH and not self._reports.empty():
-                batch.append(self._reports.get_nowait())
-            await self._settle(batch)
-
-    async def _drain_reports(self) -> None:
-        batch: list[Report] = []
-        while not self._reports.empty():
-            batch.append(self._reports.get_nowait())
-        if batch:
-            await self._settle(batch)
+                item = self._reports.get_nowait()
+                if item is None:
+                    stop = True
+                else:
+                    batch.append(item)
+            if batch:
+                await self._settle(batch)
 
     async def _settle(self, batch: list[Report]) -> None:
         try:

@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
-            sweeper.stop()
+            await sweeper.stop()
             await runtime.dispatcher.stop(grace=settings.shutdown_grace)
             await deliverer.aclose()
             await close_database()

@@ -7,6 +7,7 @@ transition under the workflow's row lock).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -32,6 +33,7 @@ class Sweeper:
         self.wake = wake
         self.interval = interval
         self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._busy = asyncio.Lock()
 
     def start(self) -> None:
         self._scheduler.add_job(
@@ -45,12 +47,19 @@ class Sweeper:
         )
         self._scheduler.start()
 
-    def stop(self) -> None:
-        # Pause first so no tick starts while the scheduler winds down.
+    async def stop(self) -> None:
+        # Pause first so no tick starts, then let a running tick finish: shutting the
+        # scheduler down cancels running jobs, and a job cancelled inside a database
+        # transaction can leak the SQLite connection lock.
         self._scheduler.pause()
-        self._scheduler.shutdown(wait=False)
+        async with self._busy:
+            self._scheduler.shutdown(wait=False)
 
     async def expire_workflows(self) -> None:
+        async with self._busy:
+            await self._expire()
+
+    async def _expire(self) -> None:
         try:
             expired = await self.store.expire_workflows()
         except Exception:

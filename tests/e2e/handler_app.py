@@ -13,6 +13,13 @@ Control API (used by ``harness.HandlerClient``):
   is ``{"status": 200, "json": {...} | "body": "raw text", "headers": {...},
   "delay": seconds}``; without ``json`` or ``body`` a 2xx other than 204 gets the
   default JSON answer and anything else an empty body.
+- A response may also carry ``"then": [action, ...]``: after the answer has been sent,
+  the handler performs the actions one after the other, each
+  ``{"delay": seconds, "path": "/heartbeat", "url": "...", "json": {...} | "body": "..."}``:
+  wait ``delay``, then POST to ``url``, or by default to the ``callbackUrl`` of the
+  request body plus ``path`` (empty by default). What came of each is appended to the
+  record's ``followups`` as ``{"url", "status", "json", "body", "error", "sent_mono",
+  "ended_mono"}``. This is how a scripted async step calls Baton back.
 - ``POST /_control/reset`` forgets every script and record.
 - ``GET /_control/requests?name=&prefix=`` → ``{"items": [record, ...]}`` in arrival order.
 - ``GET /_control/health`` → ``{"ok": true}``.
@@ -23,19 +30,24 @@ Run it with ``uvicorn --app-dir tests/e2e handler_app:app``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from standardwebhooks.webhooks import Webhook
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 SECRET_ENV = "HANDLER_SIGNING_SECRET"
+#: How long one follow-up request may take.
+FOLLOWUP_TIMEOUT = 10.0
 
 
 class State:
@@ -150,10 +162,53 @@ async def receive(request: Request) -> Response:
     if delay > 0:
         await asyncio.sleep(delay)
     response = _build_response(name, headers.get("baton-attempt"), scripted)
+    actions = (scripted or {}).get("then")
+    if actions:
+        record["followups"] = []
+        response.background = BackgroundTask(_follow_up, record, list(actions))
     record["response_status"] = response.status_code
     record["ended_mono"] = time.monotonic()
     record["ended_at"] = time.time()
     return response
+
+
+async def _follow_up(record: dict[str, Any], actions: list[dict[str, Any]]) -> None:
+    """Run a response's ``then`` actions in order, after the answer has been sent."""
+    parsed = record["json"]
+    callback_url = parsed.get("callbackUrl") if isinstance(parsed, dict) else None
+    async with httpx.AsyncClient(timeout=FOLLOWUP_TIMEOUT, trust_env=False) as client:
+        for action in actions:
+            delay = float(action.get("delay") or 0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            url = action.get("url") or (
+                f"{callback_url}{action.get('path', '')}" if callback_url else None
+            )
+            outcome: dict[str, Any] = {
+                "url": url,
+                "status": None,
+                "json": None,
+                "body": None,
+                "error": None,
+                "sent_mono": time.monotonic(),
+                "ended_mono": None,
+            }
+            if url is None:
+                outcome["error"] = "no url and no callbackUrl in the request body"
+            else:
+                try:
+                    if "body" in action:
+                        answer = await client.post(url, content=str(action["body"]).encode())
+                    else:
+                        answer = await client.post(url, json=action.get("json", {}))
+                    outcome["status"] = answer.status_code
+                    outcome["body"] = answer.text
+                    with contextlib.suppress(ValueError):
+                        outcome["json"] = answer.json()
+                except httpx.HTTPError as exc:
+                    outcome["error"] = f"{type(exc).__name__}: {exc}"
+            outcome["ended_mono"] = time.monotonic()
+            record["followups"].append(outcome)
 
 
 async def set_script(request: Request) -> Response:
@@ -194,6 +249,8 @@ async def health(request: Request) -> Response:
 routes = [
     Route("/steps/{name}", receive, methods=["POST"]),
     Route("/hooks/{name}", receive, methods=["POST"]),
+    # Lets follow-ups aim at the handler itself, e.g. ``callbackUrl + "/heartbeat"``.
+    Route("/hooks/{name}/heartbeat", receive, methods=["POST"]),
     Route("/_control/script", set_script, methods=["POST"]),
     Route("/_control/reset", reset, methods=["POST"]),
     Route("/_control/requests", list_requests, methods=["GET"]),
