@@ -1074,7 +1074,7 @@ def _attempt_document(a: Attempt) -> dict[str, Any]:
         "httpStatus": a.http_status,
         "outcome": a.outcome,
         "error": a.error,
-        "response": a.response_excerpt,
+        "responseExcerpt": a.response_excerpt,
     }
 
 

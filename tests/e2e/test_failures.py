@@ -228,7 +228,7 @@ def test_a_result_over_one_mib_is_refused(api: BatonClient, handler: HandlerClie
     assert document["results"].get("a") is None
     [entry] = api.step(wid, "a")["attemptLog"]
     assert entry["error"]["code"] == "result_too_large"
-    assert entry["response"] is None or len(entry["response"]) <= 2048
+    assert entry["responseExcerpt"] is None or len(entry["responseExcerpt"]) <= 2048
 
 
 def test_a_malformed_success_flag_is_an_invalid_response(
@@ -274,7 +274,7 @@ def test_the_attempt_log_records_every_attempt(api: BatonClient, handler: Handle
             "httpStatus",
             "outcome",
             "error",
-            "response",
+            "responseExcerpt",
         }, sorted(entry)
         assert entry["kind"] == "step"
         assert entry["number"] == number
@@ -288,12 +288,12 @@ def test_the_attempt_log_records_every_attempt(api: BatonClient, handler: Handle
     assert failed["outcome"] == "failed"
     assert failed["error"]["code"] == "http_error"
     assert failed["error"]["httpStatus"] == 503
-    assert failed["response"].startswith("xxxx")
-    assert len(failed["response"]) <= 2048
+    assert failed["responseExcerpt"].startswith("xxxx")
+    assert len(failed["responseExcerpt"]) <= 2048
     assert completed["httpStatus"] == 200
     assert completed["outcome"] == "completed"
     assert completed["error"] is None
-    assert '"ok"' in completed["response"]
+    assert '"ok"' in completed["responseExcerpt"]
 
 
 # failFast and continueOnFailure.
