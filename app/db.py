@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,54 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
         "use_tz": True,
         "timezone": "UTC",
     }
+
+
+class SqliteProcessLock:
+    """Holds an exclusive lock beside a SQLite database for the life of this process.
+
+    Tortoise on SQLite cannot run read-then-write transactions from two processes
+    (they fail with "database is locked"), so a second server process on the same
+    file — or ``uvicorn --workers 2`` — is refused at start-up rather than failing
+    later under load.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self.path = sqlite_path(database_url)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self.path is None:
+            return
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise ConfigurationError(
+                f"another Baton process is already serving the SQLite database {self.path}. "
+                "SQLite supports one server process: run a single uvicorn process without "
+                "--workers, or use PostgreSQL (BATON_DATABASE_URL=postgres://USER:PASS@HOST/DB) "
+                "to run several."
+            ) from exc
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file behind a ``sqlite://`` URL, or None (PostgreSQL, in-memory)."""
+    if not database_url.startswith("sqlite://"):
+        return None
+    raw = database_url.removeprefix("sqlite://").split("?", 1)[0]
+    if not raw or raw == ":memory:":
+        return None
+    return Path(raw).resolve()
 
 
 async def open_database(database_url: str) -> None:

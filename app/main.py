@@ -19,13 +19,14 @@ from app.api import (
     problem_handler,
     server_error_handler,
 )
-from app.db import close_database, open_database
+from app.db import SqliteProcessLock, close_database, open_database
 from app.delivery import Deliverer
 from app.dispatcher import Dispatcher
 from app.errors import ConfigurationError, ProblemError
 from app.keys import api_keys, signing_secrets
 from app.logs import configure_logging
 from app.netguard import NetPolicy
+from app.notify import PgWakeups
 from app.settings import Settings
 from app.store import Job, Store
 from app.sweeper import Sweeper
@@ -70,7 +71,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "BATON_ALLOW_PRIVATE_NETWORKS=true: step and callback URLs may reach "
                 "loopback and private addresses (local development only)"
             )
-        await open_database(settings.database_url)
+        process_lock = SqliteProcessLock(settings.database_url)
+        try:
+            process_lock.acquire()
+        except ConfigurationError as exc:
+            log.error("%s", exc)
+            raise
+        try:
+            await open_database(settings.database_url)
+        except BaseException:
+            process_lock.release()
+            raise
         tokens = CallbackTokens(await runtime.store.server_secret(CALLBACK_TOKEN_SECRET))
         api.tokens = tokens
 
@@ -97,14 +108,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
         runtime.dispatcher.start()
         sweeper = Sweeper(runtime.store, wake=runtime.wake)
         sweeper.start()
+        wakeups = None if settings.is_sqlite else PgWakeups(settings.database_url, runtime.wake)
+        if wakeups is not None:
+            wakeups.start()
         log.info("Baton %s ready (owner %s)", __version__, runtime.store.owner)
         try:
             yield
         finally:
+            if wakeups is not None:
+                await wakeups.stop()
             await sweeper.stop()
             await runtime.dispatcher.stop(grace=settings.shutdown_grace)
             await deliverer.aclose()
             await close_database()
+            process_lock.release()
 
     handlers: dict[type[Exception] | int, ExceptionHandler] = {
         ProblemError: problem_handler,

@@ -13,6 +13,7 @@ a row whose lease ran out is claimed again by whoever comes next.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -20,11 +21,12 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
 import orjson
 from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.expressions import Q
@@ -60,10 +62,13 @@ from app.machine import (
 )
 from app.machine import Conflict as MachineConflict
 from app.models import Attempt, Delivery, Event, ServerSecret, Step, Workflow
+from app.notify import CHANNEL as NOTIFY_CHANNEL
 from app.schemas import WorkflowCreate
 from app.tokens import CallbackClaim
 
 log = logging.getLogger("baton.store")
+
+T = TypeVar("T")
 
 #: How many workflow graphs (step ids and edges, immutable once created) stay cached.
 GRAPH_CACHE_STEPS = 200_000
@@ -576,12 +581,19 @@ class Store:
         summary = SettleSummary()
         if not reports:
             return summary
-        created: list[Delivery] = []
-        async with in_transaction():
-            attempts = [_attempt_row(r) for r in reports]
-            for report in reports:
-                created.extend(await self._settle_one(report, rand))
-            await Attempt.bulk_create(attempts)
+        # Lock workflows in one order everywhere, so two processes settling batches
+        # that share workflows cannot deadlock.
+        ordered = sorted(reports, key=lambda r: (r.job.workflow_id, r.job.delivery_id))
+
+        async def transaction() -> list[Delivery]:
+            created: list[Delivery] = []
+            async with in_transaction():
+                for report in ordered:
+                    created.extend(await self._settle_one(report, rand))
+                await Attempt.bulk_create([_attempt_row(r) for r in ordered])
+            return created
+
+        created = await retry_transaction(transaction)
         now = time.time()
         summary.due_now = sum(1 for d in created if d.due_at <= now)
         return summary
@@ -689,6 +701,12 @@ class Store:
         return await self._act(workflow_id, act)
 
     async def _act(self, workflow_id: str, action: Any) -> dict[str, Any]:
+        await retry_transaction(lambda: self._act_once(workflow_id, action))
+        document = await self.get_workflow(workflow_id)
+        assert document is not None
+        return document
+
+    async def _act_once(self, workflow_id: str, action: Any) -> None:
         async with in_transaction():
             session = await self._session(workflow_id, None)
             if session is None:
@@ -699,9 +717,6 @@ class Store:
             except MachineConflict as exc:
                 # Nothing was written: the transaction rolls back with the 409.
                 raise Conflict(str(exc)) from exc
-        document = await self.get_workflow(workflow_id)
-        assert document is not None
-        return document
 
     async def expire_workflows(self, *, now: datetime | None = None, limit: int = 100) -> int:
         """Fail running workflows whose deadline passed (the periodic sweep)."""
@@ -875,6 +890,7 @@ class Store:
         ]
         if rows:
             await Delivery.bulk_create(rows)
+            await _notify_due()
         if effects.events:
             await Event.bulk_create(
                 [
@@ -929,6 +945,45 @@ class _Session:
 
 def _supports_for_update() -> bool:
     return bool(Workflow._meta.db.capabilities.support_for_update)
+
+
+async def _notify_due() -> None:
+    """Tell other processes new work is due (PostgreSQL; sent when the transaction commits)."""
+    if _supports_for_update():
+        await Delivery._meta.db.execute_query(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
+
+
+#: Errors PostgreSQL raises when concurrent transactions collide; the transaction is
+#: rolled back and can simply run again. Tortoise passes asyncpg's errors through.
+_RETRYABLE = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.LockNotAvailableError,
+    TransitionRejected,
+)
+TRANSACTION_ATTEMPTS = 4
+
+
+def _retryable(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _RETRYABLE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+async def retry_transaction(operation: Callable[[], Awaitable[T]]) -> T:
+    """Run ``operation`` (one transaction) again when it lost a race, a few times."""
+    for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+        try:
+            return await operation()
+        except Exception as exc:
+            if attempt == TRANSACTION_ATTEMPTS or not _retryable(exc):
+                raise
+            log.info("transaction lost a race (%s); running it again", type(exc).__name__)
+            await asyncio.sleep(0.005 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _workflow_state(w: Workflow) -> WorkflowState:

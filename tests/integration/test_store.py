@@ -421,3 +421,24 @@ async def test_async_deadline_passing_is_a_timeout(store: Store) -> None:
     assert document is not None
     assert document["status"] == "failed"
     assert document["steps"][0]["error"]["code"] == "timeout"
+
+
+async def test_new_due_work_notifies_other_processes(pg_url: str) -> None:
+    """On PostgreSQL a commit that makes deliveries due sends NOTIFY baton_due."""
+
+    from app.notify import CHANNEL, PgWakeups
+
+    await open_database(pg_url)
+    woken = asyncio.Event()
+    wakeups = PgWakeups(pg_url, woken.set)
+    wakeups.start()
+    try:
+        await asyncio.wait_for(woken.wait(), 5)  # the first look after connecting
+        woken.clear()
+        store = Store()
+        await create(store, {"id": "n", "steps": [{"id": "a", "url": "http://h/a"}]})
+        await asyncio.wait_for(woken.wait(), 5)
+    finally:
+        await wakeups.stop()
+        await close_database()
+    assert CHANNEL == "baton_due"
