@@ -30,6 +30,7 @@ from app.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from app.metrics import Metrics
 from app.netguard import NetPolicy, check_url
 from app.schemas import (
     ID_PATTERN,
@@ -87,11 +88,14 @@ class Api:
         self.wake = wake
         #: Set by the lifespan once the database (which keeps the token key) is open.
         self.tokens: CallbackTokens | None = None
+        #: Set by the lifespan with the dispatcher it measures.
+        self.metrics: Metrics | None = None
 
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/v1/workflows", self.create_workflow, methods=["POST"]),
             Route("/v1/workflows", self.list_workflows, methods=["GET"]),
             Route("/v1/workflows/{workflow_id}", self.get_workflow, methods=["GET"]),
@@ -125,6 +129,12 @@ class Api:
             log.warning("readiness check failed: %s", exc)
             return JSON({"status": "unavailable", "database": "unreachable"}, status_code=503)
         return JSON({"status": "ok", "database": "ok"})
+
+    async def prometheus(self, request: Request) -> Response:
+        if self.metrics is None:
+            raise NotFound("metrics are not available until the server has started")
+        body = self.metrics.render(await self.store.count_by_status())
+        return Response(body, media_type=self.metrics.content_type)
 
     # ----------------------------------------------------------------- workflows
 

@@ -21,6 +21,7 @@ import random
 import time
 
 from app.delivery import Deliverer
+from app.metrics import Metrics
 from app.store import Job, Report, Store
 
 log = logging.getLogger("baton.dispatcher")
@@ -41,8 +42,10 @@ class Dispatcher:
         *,
         max_concurrency: int,
         lease_seconds: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.deliverer = deliverer
         self.max_concurrency = max_concurrency
         self.lease_seconds = lease_seconds
@@ -148,6 +151,8 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _spawn(self, job: Job) -> None:
+        if job.takeover and self.metrics is not None:
+            self.metrics.takeovers.inc()
         if job.takeover:
             log.info(
                 "taking over %s %s/%s attempt %d after its lease ran out",
@@ -169,7 +174,21 @@ class Dispatcher:
                 "sending %s %s/%s failed unexpectedly", job.kind, job.workflow_id, job.step_id
             )
             return
+        if self.metrics is not None:
+            self._observe(report)
         await self._reports.put(report)
+
+    def _observe(self, report: Report) -> None:
+        assert self.metrics is not None
+        job = report.job
+        kind = job.kind.value
+        self.metrics.attempts.labels(kind=kind, outcome=report.result.outcome.value).inc()
+        if job.expired:
+            return
+        self.metrics.delivery_seconds.labels(kind=kind).observe(report.duration_ms / 1000)
+        if not job.takeover and job.due_at:
+            delay = report.started_at.timestamp() - job.due_at
+            self.metrics.scheduling_seconds.observe(max(0.0, delay))
 
     # ----------------------------------------------------------------- settle
 

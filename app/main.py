@@ -25,6 +25,7 @@ from app.dispatcher import Dispatcher
 from app.errors import ConfigurationError, ProblemError
 from app.keys import api_keys, signing_secrets
 from app.logs import configure_logging
+from app.metrics import Metrics
 from app.netguard import NetPolicy
 from app.notify import PgWakeups
 from app.settings import Settings
@@ -50,11 +51,15 @@ class _Runtime:
         if self.dispatcher is not None:
             self.dispatcher.wake()
 
+    @property
+    def inflight(self) -> int:
+        return self.dispatcher.inflight if self.dispatcher is not None else 0
+
 
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the Baton ASGI app; nothing touches the database until the lifespan starts."""
     settings = settings or Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     runtime = _Runtime(settings)
     try:
         policy = NetPolicy.from_strings(settings.allow_private_networks, settings.allowed_hosts)
@@ -99,14 +104,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             callback_url=callback_url,
             max_connections=settings.max_concurrency,
         )
+        metrics = Metrics(runtime.store.event_tally, inflight=lambda: runtime.inflight)
+        api.metrics = metrics
         runtime.dispatcher = Dispatcher(
             runtime.store,
             deliverer,
             max_concurrency=settings.max_concurrency,
             lease_seconds=settings.lease_seconds,
+            metrics=metrics,
         )
         runtime.dispatcher.start()
-        sweeper = Sweeper(runtime.store, wake=runtime.wake)
+        sweeper = Sweeper(runtime.store, wake=runtime.wake, retention_days=settings.retention_days)
         sweeper.start()
         wakeups = None if settings.is_sqlite else PgWakeups(settings.database_url, runtime.wake)
         if wakeups is not None:

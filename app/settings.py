@@ -36,6 +36,10 @@ class Settings:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     log_level: str = "info"
+    #: text, or json for one JSON object per line.
+    log_format: str = "text"
+    #: Finished workflows older than this many days are deleted (None: kept forever).
+    retention_days: float | None = None
     #: On SIGTERM, how long requests in flight may finish before their leases are released.
     shutdown_grace: float = 10.0
     #: Private hosts an operator allows even though private networks are refused.
@@ -70,6 +74,8 @@ class Settings:
                     "BATON_LEASE_SECONDS", cast=float, default=DEFAULT_LEASE_SECONDS
                 ),
                 log_level=config("BATON_LOG_LEVEL", default="info").lower(),
+                log_format=config("BATON_LOG_FORMAT", default="text").lower(),
+                retention_days=config("BATON_RETENTION_DAYS", cast=_optional_float, default=""),
                 shutdown_grace=config("BATON_SHUTDOWN_GRACE", cast=float, default=10.0),
                 allowed_hosts=tuple(
                     h
@@ -89,6 +95,10 @@ class Settings:
             raise ConfigurationError("BATON_MAX_CONCURRENCY must be at least 1")
         if self.lease_seconds <= 0:
             raise ConfigurationError("BATON_LEASE_SECONDS must be greater than 0")
+        if self.log_format not in ("text", "json"):
+            raise ConfigurationError("BATON_LOG_FORMAT must be text or json")
+        if self.retention_days is not None and self.retention_days <= 0:
+            raise ConfigurationError("BATON_RETENTION_DAYS must be greater than 0 (or unset)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigurationError(f"BATON_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if not self.public_url.startswith(("http://", "https://")):
@@ -97,6 +107,10 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _optional_float(value: str) -> float | None:
+    return float(value) if value.strip() else None
 
 
 def _secrets(values: Sequence[str]) -> tuple[Secret, ...]:

@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +30,7 @@ import asyncpg
 import orjson
 from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.expressions import Q
+from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from app import dag
@@ -127,6 +128,8 @@ class Job:
     expired: bool = False
     #: Claimed again after another process's lease ran out (same webhook-id).
     takeover: bool = False
+    #: When the delivery fell due (epoch seconds), for the scheduling-delay metric.
+    due_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,9 @@ class Store:
         self.owner = owner or f"baton-{uuid.uuid4().hex[:12]}"
         self._graphs: OrderedDict[str, _Graph] = OrderedDict()
         self._graph_steps = 0
+        #: Events written by this process, by type (for metrics). A transaction that
+        #: loses a race and runs again is counted once per run.
+        self.event_tally: Counter[str] = Counter()
 
     # ----------------------------------------------------------------- health
 
@@ -381,6 +387,48 @@ class Store:
     async def workflow_exists(self, workflow_id: str) -> bool:
         return await Workflow.filter(id=workflow_id).exists()
 
+    async def purge_finished(self, *, before: datetime, limit: int = 500) -> int:
+        """Delete up to ``limit`` finished workflows that ended before ``before``.
+
+        Steps, deliveries, attempts and events go with them (foreign keys cascade). A
+        workflow that still owes a callback is kept until the callback is settled.
+        """
+        candidates = await (
+            Workflow.filter(status__in=list(TERMINAL_WORKFLOW_STATUSES), completed_at__lt=before)
+            .order_by("completed_at")
+            .limit(limit)
+            .values_list("id", flat=True)
+        )
+        if not candidates:
+            return 0
+        owing = set(
+            await Delivery.filter(workflow_id__in=list(candidates)).values_list(
+                "workflow_id", flat=True
+            )
+        )
+        ids = [i for i in candidates if i not in owing]
+        if not ids:
+            return 0
+        async with in_transaction():
+            doomed = await Workflow.filter(
+                id__in=ids, status__in=list(TERMINAL_WORKFLOW_STATUSES)
+            ).values_list("id", flat=True)
+            # The driver's row count includes cascaded rows on some databases: count ids.
+            await Workflow.filter(id__in=list(doomed)).delete()
+        return len(doomed)
+
+    async def count_by_status(self) -> dict[str, int]:
+        """How many workflows there are in each status (every status, zeros included)."""
+        rows = (
+            await Workflow.all()
+            .annotate(n=Count("id"))
+            .group_by("status")
+            .values_list("status", "n")
+        )
+        counts = {status.value: 0 for status in WorkflowStatus}
+        counts.update({str(status): int(n) for status, n in rows})
+        return counts
+
     async def get_workflow_status(self, workflow_id: str) -> str | None:
         status = await Workflow.filter(id=workflow_id).first().values_list("status", flat=True)
         return None if status is None else str(status)
@@ -488,6 +536,7 @@ class Store:
                         policy=CALLBACK_RETRY_POLICY,
                         payload=row.payload,
                         takeover=takeover,
+                        due_at=row.due_at,
                     )
                 )
                 continue
@@ -525,6 +574,7 @@ class Store:
                     ),
                     expired=row.awaiting,
                     takeover=takeover and not row.awaiting,
+                    due_at=row.due_at,
                 )
             )
         return jobs
@@ -652,6 +702,9 @@ class Store:
             await self._reschedule(delivery, decision.retry_in or 0.0)
             return
         await Delivery.filter(id=delivery.id).delete()
+        outcome = "failed" if decision.status is StepStatus.FAILED else "delivered"
+        self.event_tally[f"callback.{outcome}"] += 1
+        _log_event(job.workflow_id, f"callback.{outcome}", None, {"kind": job.kind.value})
         if decision.status is StepStatus.FAILED:
             error = decision.error.to_dict() if decision.error else None
             await Event.create(
@@ -892,6 +945,9 @@ class Store:
             await Delivery.bulk_create(rows)
             await _notify_due()
         if effects.events:
+            self.event_tally.update(e.type for e in effects.events)
+            for e in effects.events:
+                _log_event(workflow_id, e.type, e.step_id, e.data)
             await Event.bulk_create(
                 [
                     Event(
@@ -911,6 +967,7 @@ class Store:
 
     async def _flush(self, tx: _Tx) -> None:
         if tx.events:
+            self.event_tally.update(e.type for e in tx.events)
             await Event.bulk_create(tx.events)
 
     def _remember_graph(self, workflow_id: str, deps: dict[str, list[str]]) -> None:
@@ -941,6 +998,36 @@ class _Session:
 
     machine: Machine
     loaded: dict[str, str]
+
+
+#: Events worth a line at info level; every other event is logged at debug.
+_NOTABLE_EVENTS = frozenset(
+    {
+        "workflow.completed",
+        "workflow.failed",
+        "workflow.cancelled",
+        "workflow.compensating",
+        "workflow.compensated",
+        "workflow.compensation_failed",
+        "step.failed",
+        "compensation.failed",
+        "callback.failed",
+    }
+)
+_event_log = logging.getLogger("baton.events")
+
+
+def _log_event(workflow_id: str, type_: str, step_id: str | None, data: Any) -> None:
+    level = logging.INFO if type_ in _NOTABLE_EVENTS else logging.DEBUG
+    if _event_log.isEnabledFor(level):
+        _event_log.log(
+            level,
+            "%s %s%s",
+            type_,
+            workflow_id,
+            f"/{step_id}" if step_id else "",
+            extra={"workflow_id": workflow_id, "step_id": step_id, "event": type_, "data": data},
+        )
 
 
 def _supports_for_update() -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -19,6 +20,8 @@ log = logging.getLogger("baton.sweeper")
 
 #: How often deadlines are checked: a workflow fails at most this long after its timeout.
 SWEEP_INTERVAL_SECONDS = 1.0
+#: How often finished workflows past BATON_RETENTION_DAYS are deleted (in batches).
+PURGE_INTERVAL_SECONDS = 60.0
 
 
 class Sweeper:
@@ -28,10 +31,12 @@ class Sweeper:
         *,
         wake: Callable[[], None],
         interval: float = SWEEP_INTERVAL_SECONDS,
+        retention_days: float | None = None,
     ) -> None:
         self.store = store
         self.wake = wake
         self.interval = interval
+        self.retention_days = retention_days
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._busy = asyncio.Lock()
 
@@ -45,6 +50,16 @@ class Sweeper:
             coalesce=True,
             misfire_grace_time=None,
         )
+        if self.retention_days is not None:
+            self._scheduler.add_job(
+                self.purge,
+                "interval",
+                seconds=PURGE_INTERVAL_SECONDS,
+                id="purge-finished",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         self._scheduler.start()
 
     async def stop(self) -> None:
@@ -68,3 +83,20 @@ class Sweeper:
         if expired:
             log.info("%d workflow(s) reached their timeout", expired)
             self.wake()
+
+    async def purge(self) -> None:
+        """Delete finished workflows older than the retention period, a batch at a time."""
+        assert self.retention_days is not None
+        before = datetime.now(UTC) - timedelta(days=self.retention_days)
+        async with self._busy:
+            try:
+                total = 0
+                while deleted := await self.store.purge_finished(before=before):
+                    total += deleted
+            except Exception:
+                log.exception("purging finished workflows failed; trying again later")
+                return
+        if total:
+            log.info(
+                "deleted %d finished workflow(s) older than %g days", total, self.retention_days
+            )

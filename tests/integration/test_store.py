@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -442,3 +442,32 @@ async def test_new_due_work_notifies_other_processes(pg_url: str) -> None:
         await wakeups.stop()
         await close_database()
     assert CHANNEL == "baton_due"
+
+
+async def test_retention_purges_finished_workflows_and_everything_of_theirs(store: Store) -> None:
+    await create(store, {"id": "old", "steps": [{"id": "a", "url": "http://h/a"}]})
+    await create(
+        store,
+        {"id": "owing", "steps": [{"id": "a", "url": "http://h/a"}], "onComplete": "http://h/x"},
+    )
+    await create(store, {"id": "live", "steps": [{"id": "a", "url": "http://h/a"}]})
+    jobs = await store.claim_due(10, lease_seconds=30)
+    await store.settle([report(j, ok()) for j in jobs if j.workflow_id != "live"])
+    later = datetime.now(UTC) + timedelta(days=1)
+    # "owing" still owes its onComplete callback: it is kept until that is settled.
+    assert await store.purge_finished(before=later) == 1
+    assert await store.get_workflow("old") is None
+    assert await store.list_events("old") == []
+    assert await store.get_step("old", "a") is None
+    assert await store.get_workflow("owing") is not None
+    assert await store.get_workflow("live") is not None
+    # Nothing finished before the cut-off: nothing goes.
+    assert await store.purge_finished(before=datetime.now(UTC) - timedelta(days=1)) == 0
+
+
+async def test_counts_by_status(store: Store) -> None:
+    await create(store, {"id": "c1", "steps": [{"id": "a", "url": "http://h/a"}]})
+    counts = await store.count_by_status()
+    assert counts["running"] == 1
+    assert counts["completed"] == 0
+    assert set(counts) >= {"pending", "compensation_failed"}
