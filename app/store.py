@@ -154,6 +154,11 @@ class _Graph:
     """A workflow's DAG, immutable once created, cached per process."""
 
     depends_on: dict[str, list[str]]
+    dependents: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.dependents:
+            self.dependents = dag.dependents_of(self.depends_on)
 
     @property
     def size(self) -> int:
@@ -317,7 +322,7 @@ class Store:
             for position, s in enumerate(spec.steps)
         ]
         await Step.bulk_create(rows, batch_size=1000)
-        self._remember_graph(workflow_id, deps)
+        self._remember_graph(workflow_id, deps, dependents)
         machine = Machine(
             _workflow_state(workflow),
             {r.step_id: _step_state(r, None) for r in rows},
@@ -638,8 +643,22 @@ class Store:
         async def transaction() -> list[Delivery]:
             created: list[Delivery] = []
             async with in_transaction():
+                ids = [r.job.delivery_id for r in ordered]
+                deliveries = {d.id: d for d in await Delivery.filter(id__in=ids)}
+                by_workflow: dict[str, list[tuple[Report, Delivery]]] = {}
                 for report in ordered:
-                    created.extend(await self._settle_one(report, rand))
+                    job = report.job
+                    # The delivery must still be ours, for this attempt: a process whose
+                    # lease ran out may answer after another took the row over.
+                    delivery = deliveries.get(job.delivery_id)
+                    if delivery is None or delivery.attempt != job.attempt:
+                        continue
+                    if job.kind in CALLBACK_KINDS:
+                        await self._settle_callback(job, report.result, delivery, rand)
+                    else:
+                        by_workflow.setdefault(job.workflow_id, []).append((report, delivery))
+                for workflow_id, items in by_workflow.items():
+                    created.extend(await self._settle_workflow(workflow_id, items, rand))
                 await Attempt.bulk_create([_attempt_row(r) for r in ordered])
             return created
 
@@ -648,29 +667,37 @@ class Store:
         summary.due_now = sum(1 for d in created if d.due_at <= now)
         return summary
 
-    async def _settle_one(self, report: Report, rand: Any) -> list[Delivery]:
-        job = report.job
-        # The delivery must still be ours, for this attempt: a process whose lease ran
-        # out may answer after another took the row over; the first answer wins.
-        delivery = await Delivery.get_or_none(id=job.delivery_id, attempt=job.attempt)
-        if delivery is None:
-            return []
-        if job.kind in CALLBACK_KINDS:
-            await self._settle_callback(job, report.result, delivery, rand)
-            return []
-        assert job.step_id is not None
-        session = await self._session(job.workflow_id, [job.step_id])
+    async def _settle_workflow(
+        self, workflow_id: str, items: list[tuple[Report, Delivery]], rand: Any
+    ) -> list[Delivery]:
+        """Every answer of one workflow in the batch, in one session of its machine.
+
+        The answered steps are loaded with their direct dependents (known from the
+        cached graph), which is all a completion usually touches.
+        """
+        dependents = (await self._graph_entry(workflow_id)).dependents
+        wanted: set[str] = set()
+        for report, _ in items:
+            step_id = report.job.step_id or ""
+            wanted.add(step_id)
+            wanted.update(dependents.get(step_id, ()))
+        session = await self._session(workflow_id, sorted(wanted))
         if session is None:
-            await Delivery.filter(id=delivery.id).delete()
+            await Delivery.filter(id__in=[d.id for _, d in items]).delete()
             return []
         machine = session.machine
-        if job.kind is DeliveryKind.STEP:
-            decision = machine.attempt_finished(job.step_id, job.attempt, report.result, rand=rand)
-        else:
-            decision = machine.compensation_finished(
-                job.step_id, job.attempt, report.result, rand=rand
-            )
-        await self._after_decision(delivery, decision, session)
+        for report, delivery in items:
+            job = report.job
+            assert job.step_id is not None
+            if job.kind is DeliveryKind.STEP:
+                decision = machine.attempt_finished(
+                    job.step_id, job.attempt, report.result, rand=rand
+                )
+            else:
+                decision = machine.compensation_finished(
+                    job.step_id, job.attempt, report.result, rand=rand
+                )
+            await self._after_decision(delivery, decision, session)
         return await self._run(machine, session.loaded)
 
     async def _after_decision(
@@ -970,8 +997,13 @@ class Store:
             self.event_tally.update(e.type for e in tx.events)
             await Event.bulk_create(tx.events)
 
-    def _remember_graph(self, workflow_id: str, deps: dict[str, list[str]]) -> None:
-        graph = _Graph(deps)
+    def _remember_graph(
+        self,
+        workflow_id: str,
+        deps: dict[str, list[str]],
+        dependents: dict[str, list[str]] | None = None,
+    ) -> None:
+        graph = _Graph(deps, dependents or {})
         self._graphs[workflow_id] = graph
         self._graph_steps += graph.size
         while self._graph_steps > GRAPH_CACHE_STEPS and len(self._graphs) > 1:
@@ -979,6 +1011,9 @@ class Store:
             self._graph_steps -= old.size
 
     async def _graph(self, workflow_id: str) -> dict[str, list[str]]:
+        return (await self._graph_entry(workflow_id)).depends_on
+
+    async def _graph_entry(self, workflow_id: str) -> _Graph:
         graph = self._graphs.get(workflow_id)
         if graph is None:
             rows = await Step.filter(workflow_id=workflow_id).values_list("step_id", "depends_on")
@@ -986,7 +1021,7 @@ class Store:
             graph = self._graphs[workflow_id]
         else:
             self._graphs.move_to_end(workflow_id)
-        return graph.depends_on
+        return graph
 
 
 CALLBACK_TIMEOUT_SECONDS = 30.0
