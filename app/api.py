@@ -82,10 +82,13 @@ class Api:
         *,
         policy: NetPolicy,
         wake: Callable[[], None],
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.wake = wake
+        #: Set when the process is stopping: event streams end so shutdown is not held up.
+        self.stopping = stopping or asyncio.Event()
         #: Set by the lifespan once the database (which keeps the token key) is open.
         self.tokens: CallbackTokens | None = None
         #: Set by the lifespan with the dispatcher it measures.
@@ -307,6 +310,9 @@ class Api:
                     yield _sse(item)
                 return
             if await request.is_disconnected():
+                return
+            if self.stopping.is_set():
+                # The client reconnects (to another process) with Last-Event-ID.
                 return
             await asyncio.sleep(SSE_POLL_SECONDS)
             idle += SSE_POLL_SECONDS

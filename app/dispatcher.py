@@ -67,6 +67,11 @@ class Dispatcher:
             asyncio.create_task(self._lease_loop(), name="baton-lease"),
         ]
 
+    def stop_claiming(self) -> None:
+        """Claim nothing more; requests in flight go on until ``stop``."""
+        self._stopping = True
+        self._wake.set()
+
     def wake(self) -> None:
         """New work may be due now: look at the database without waiting for the poll."""
         self._wake.set()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -46,10 +51,18 @@ class _Runtime:
         self.settings = settings
         self.store = Store()
         self.dispatcher: Dispatcher | None = None
+        #: Set when the process is asked to stop (SIGTERM / SIGINT or lifespan end).
+        self.stopping = asyncio.Event()
 
     def wake(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake()
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: claim nothing more, and end event streams so the server can stop."""
+        self.stopping.set()
+        if self.dispatcher is not None:
+            self.dispatcher.stop_claiming()
 
     @property
     def inflight(self) -> int:
@@ -67,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         raise ConfigurationError(f"BATON_ALLOWED_HOSTS: {exc}") from exc
     keys = api_keys(settings.api_keys, settings.data_dir)
     secrets = signing_secrets(settings.signing_secrets, settings.data_dir)
-    api = Api(runtime.store, policy=policy, wake=runtime.wake)
+    api = Api(runtime.store, policy=policy, wake=runtime.wake, stopping=runtime.stopping)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -119,10 +132,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         wakeups = None if settings.is_sqlite else PgWakeups(settings.database_url, runtime.wake)
         if wakeups is not None:
             wakeups.start()
+        restore_signals = _on_shutdown_signal(runtime.begin_shutdown)
         log.info("Baton %s ready (owner %s)", __version__, runtime.store.owner)
         try:
             yield
         finally:
+            restore_signals()
+            runtime.begin_shutdown()
             if wakeups is not None:
                 await wakeups.stop()
             await sweeper.stop()
@@ -144,6 +160,33 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.runtime = runtime
     return app
+
+
+def _on_shutdown_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Run ``callback`` on SIGTERM/SIGINT before uvicorn's own handler; returns an undo.
+
+    uvicorn waits for every open response before it shuts the app down, and an event
+    stream would otherwise keep it waiting for as long as its workflow runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signals belong to the main thread (not so under test clients)
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(callback)
+        chained = previous.get(signum)
+        if callable(chained):
+            chained(signum, frame)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, original in previous.items():
+            signal.signal(sig, original)
+
+    return restore
 
 
 def __getattr__(name: str) -> Starlette:
