@@ -160,7 +160,7 @@ class Dispatcher:
             self.metrics.takeovers.inc()
         if job.takeover:
             log.info(
-                "taking over %s %s/%s attempt %d after its lease ran out",
+                "sending %s %s/%s attempt %d again: its earlier claim expired or was released",
                 job.kind,
                 job.workflow_id,
                 job.step_id,

@@ -22,6 +22,11 @@ Control API (used by ``harness.HandlerClient``):
   "ended_mono"}``. This is how a scripted async step calls Baton back.
 - ``POST /_control/reset`` forgets every script and record.
 - ``GET /_control/requests?name=&prefix=`` → ``{"items": [record, ...]}`` in arrival order.
+- ``GET /_control/stats?prefix=&kind=`` → counts over the matching records, small enough
+  to poll while thousands are kept: ``received``, ``answered``, ``inflight``,
+  ``distinct`` (pairs of ``Baton-Workflow-Id`` and name), and ``receivedByOrigin`` /
+  ``inflightByOrigin`` keyed by the scheme and host of the body's ``callbackUrl`` (which
+  names the Baton server that sent the request; ``""`` when there is none).
 - ``GET /_control/health`` → ``{"ok": true}``.
 
 Run it with ``uvicorn --app-dir tests/e2e handler_app:app``.
@@ -34,8 +39,10 @@ import contextlib
 import json
 import os
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from standardwebhooks.webhooks import Webhook
@@ -242,6 +249,47 @@ async def list_requests(request: Request) -> Response:
     return JSONResponse({"items": items})
 
 
+def _origin(record: dict[str, Any]) -> str:
+    parsed = record["json"]
+    url = parsed.get("callbackUrl") if isinstance(parsed, dict) else None
+    if not isinstance(url, str):
+        return ""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+async def stats(request: Request) -> Response:
+    prefix = request.query_params.get("prefix")
+    kind = request.query_params.get("kind")
+    received = answered = 0
+    pairs: set[tuple[str | None, str]] = set()
+    by_origin: Counter[str] = Counter()
+    inflight_by_origin: Counter[str] = Counter()
+    for record in state.records:
+        if prefix is not None and not record["name"].startswith(prefix):
+            continue
+        if kind is not None and record["kind"] != kind:
+            continue
+        received += 1
+        origin = _origin(record)
+        by_origin[origin] += 1
+        if record["ended_mono"] is None:
+            inflight_by_origin[origin] += 1
+        else:
+            answered += 1
+        pairs.add((record["headers"].get("baton-workflow-id"), record["name"]))
+    return JSONResponse(
+        {
+            "received": received,
+            "answered": answered,
+            "inflight": received - answered,
+            "distinct": len(pairs),
+            "receivedByOrigin": dict(by_origin),
+            "inflightByOrigin": dict(inflight_by_origin),
+        }
+    )
+
+
 async def health(request: Request) -> Response:
     return JSONResponse({"ok": True, "verifying": _verifier() is not None})
 
@@ -254,6 +302,7 @@ routes = [
     Route("/_control/script", set_script, methods=["POST"]),
     Route("/_control/reset", reset, methods=["POST"]),
     Route("/_control/requests", list_requests, methods=["GET"]),
+    Route("/_control/stats", stats, methods=["GET"]),
     Route("/_control/health", health, methods=["GET"]),
 ]
 

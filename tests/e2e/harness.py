@@ -2,12 +2,14 @@
 
 - ``BatonServer`` runs ``uvicorn app.main:app`` on a free loopback port, configured only
   by environment, with its output in a log file. It can be started with extra
-  environment, stopped (SIGTERM, then SIGKILL), killed with SIGKILL, and restarted on
-  the same database and port.
+  environment (and extra uvicorn arguments such as ``--workers 2``), stopped (SIGTERM,
+  then SIGKILL), killed with SIGKILL, and restarted on the same database and port. A
+  process expected to refuse to start is ``launch()``-ed and ``wait_exit()``-ed instead.
 - ``HandlerApp`` runs ``handler_app.py`` (the scripted step/callback handler) the same way;
   ``HandlerClient`` drives its control API.
 - ``BatonClient`` is a small synchronous client for the ``/v1`` API with polling helpers.
-- ``BatonFactory`` starts servers for a test and stops them (and drops their databases).
+- ``BatonFactory`` starts servers for a test and stops them (and drops their databases);
+  ``postgres_url(admin_url)`` gives several servers one fresh PostgreSQL database.
 - ``postgres_database`` makes a fresh PostgreSQL database for a server and drops it after.
 
 The module imports nothing from ``app``: the tests treat the server as a black box.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import os
 import secrets
@@ -27,7 +30,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -171,6 +174,29 @@ class UvicornProcess:
         self._fixed_port = True
         self.start(timeout)
 
+    def launch(self) -> None:
+        """Start the process without waiting for it to be ready (e.g. one that should refuse).
+
+        Follow with ``wait_exit()``; ``stop()`` still ends it if it does not exit.
+        """
+        if self.is_running():
+            raise RuntimeError(f"{self.label} is already running (pid {self.pid})")
+        self._spawn()
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the process to exit on its own.
+
+        Returns its exit code (negative: the signal that ended it), or ``None`` if it is
+        still running (it is left running).
+        """
+        if self.process is None:
+            return None
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self._reap()
+
     def __enter__(self) -> UvicornProcess:
         self.start()
         return self
@@ -254,6 +280,7 @@ class BatonServer(UvicornProcess):
 
     ``data_dir`` holds the SQLite database (unless ``database_url`` points elsewhere,
     e.g. at PostgreSQL) and the log file. ``extra_env`` is added last and wins.
+    ``extra_args`` are appended to the uvicorn command line (e.g. ``["--workers", "2"]``).
     """
 
     ready_path = "/readyz"
@@ -269,6 +296,7 @@ class BatonServer(UvicornProcess):
         extra_env: Mapping[str, str] | None = None,
         port: int | None = None,
         log_path: Path | None = None,
+        extra_args: Sequence[str] = (),
     ):
         data_dir.mkdir(parents=True, exist_ok=True)
         super().__init__(log_path=log_path or data_dir / "baton.log", port=port)
@@ -277,6 +305,7 @@ class BatonServer(UvicornProcess):
         self.api_key = api_key or random_api_key()
         self.signing_secret = signing_secret or random_signing_secret()
         self.extra_env: dict[str, str] = dict(extra_env or {})
+        self.extra_args: list[str] = list(extra_args)
 
     def command(self) -> list[str]:
         return [
@@ -288,6 +317,7 @@ class BatonServer(UvicornProcess):
             "127.0.0.1",
             "--port",
             str(self.port),
+            *self.extra_args,
         ]
 
     def environment(self) -> dict[str, str]:
@@ -411,6 +441,21 @@ class HandlerClient:
         """Forget every script and record of every namespace."""
         self.http.post("/_control/reset").raise_for_status()
 
+    def stats(self, kind: str | None = None) -> dict[str, Any]:
+        """Counts over this namespace's records, cheap enough to poll under load.
+
+        ``{"received", "answered", "inflight", "distinct", "receivedByOrigin",
+        "inflightByOrigin"}``: ``distinct`` counts (workflow id, name) pairs; the
+        ``…ByOrigin`` maps are keyed by the scheme and host of the request body's
+        ``callbackUrl``, i.e. by the Baton server (its ``BATON_PUBLIC_URL``) that sent it.
+        """
+        params = {"prefix": f"{self.namespace}."} if self.namespace else {}
+        if kind is not None:
+            params["kind"] = kind
+        response = self.http.get("/_control/stats", params=params)
+        response.raise_for_status()
+        return response.json()
+
     def requests(
         self,
         name: str | None = None,
@@ -515,6 +560,13 @@ class BatonClient:
         _expect(response, expect)
         return response.json()
 
+    def create_many(
+        self, bodies: Sequence[Mapping[str, Any]], *, expect: int = 201, concurrency: int = 8
+    ) -> list[dict]:
+        """``create`` each body, ``concurrency`` at a time; the documents in body order."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+            return list(pool.map(lambda body: self.create(body, expect=expect), bodies))
+
     def get(self, workflow_id: str) -> dict:
         response = self.http.get(f"/v1/workflows/{workflow_id}")
         _expect(response, 200)
@@ -576,6 +628,51 @@ class BatonClient:
                 )
             time.sleep(interval)
 
+    def wait_all(
+        self,
+        workflow_ids: Iterable[str],
+        statuses: str | Iterable[str],
+        timeout: float = DEFAULT_WAIT_TIMEOUT,
+        *,
+        stop_on: Iterable[str] = TERMINAL_STATUSES,
+        interval: float = 0.2,
+    ) -> dict[str, dict]:
+        """``wait_status`` for many workflows at once; ``{id: document}`` in the given order.
+
+        Each round reads only the workflows not there yet. Fails at once when one reaches
+        an unwanted status in ``stop_on``, and after ``timeout`` with a count and a sample.
+        """
+        ids = list(workflow_ids)
+        wanted = {statuses} if isinstance(statuses, str) else set(statuses)
+        stop = set(stop_on) - wanted
+        done: dict[str, dict] = {}
+        pending = ids
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting: list[tuple[str, dict]] = []
+            for workflow_id in pending:
+                document = self.get(workflow_id)
+                if document["status"] in wanted:
+                    done[workflow_id] = document
+                elif document["status"] in stop:
+                    raise AssertionError(
+                        f"workflow {workflow_id} ended {document['status']!r}, wanted "
+                        f"{sorted(wanted)}: {document}"
+                    )
+                else:
+                    waiting.append((workflow_id, document))
+            if not waiting:
+                return {workflow_id: done[workflow_id] for workflow_id in ids}
+            if time.monotonic() >= deadline:
+                sample_id, sample = waiting[0]
+                steps = {s["id"]: s["status"] for s in sample.get("steps", [])}
+                raise AssertionError(
+                    f"{len(waiting)} of {len(ids)} workflows not {sorted(wanted)} after "
+                    f"{timeout} s; e.g. {sample_id} is {sample['status']!r} with steps {steps}"
+                )
+            pending = [workflow_id for workflow_id, _ in waiting]
+            time.sleep(interval)
+
     def wait_events(
         self,
         workflow_id: str,
@@ -622,6 +719,13 @@ class BatonFactory:
         finally:
             # Only after the servers are gone: a database is dropped with its connections.
             self._stack.close()
+
+    def postgres_url(self, admin_url: str) -> str:
+        """A fresh database on ``admin_url``'s PostgreSQL server, for servers to share.
+
+        It is dropped by ``close()``, after the servers using it have stopped.
+        """
+        return self._stack.enter_context(postgres_database(admin_url))
 
     def database_url(self) -> str | None:
         """A fresh PostgreSQL database if configured; ``None`` means SQLite in the data dir."""
