@@ -233,9 +233,10 @@ class Store:
         body raises Conflict.
         """
         workflow_id = spec.id or new_workflow_id()
-        existing = await self._find_existing(workflow_id if spec.id else None, idempotency_key)
-        if existing is not None:
-            return await self._same_or_conflict(existing, request_hash), False
+        if spec.id is not None or idempotency_key is not None:
+            existing = await self._find_existing(spec.id, idempotency_key)
+            if existing is not None:
+                return await self._same_or_conflict(existing, request_hash), False
         try:
             async with in_transaction():
                 await self._insert_workflow(spec, workflow_id, request_hash, idempotency_key)
@@ -321,7 +322,6 @@ class Store:
             )
             for position, s in enumerate(spec.steps)
         ]
-        await Step.bulk_create(rows, batch_size=1000)
         self._remember_graph(workflow_id, deps, dependents)
         machine = Machine(
             _workflow_state(workflow),
@@ -333,7 +333,16 @@ class Store:
             all_loaded=True,
         )
         machine.start()
-        await self._run(machine, {r.step_id: StepStatus.PENDING.value for r in rows})
+        assert machine.run() is None  # every step is in memory
+        # The rows are not written yet: insert them in the state the machine left them
+        # in, rather than inserting and then updating each root.
+        by_id = {r.step_id: r for r in rows}
+        for step_id, changes in machine.effects.steps.items():
+            for name, value in changes.items():
+                setattr(by_id[step_id], name, value)
+        machine.effects.steps.clear()
+        await Step.bulk_create(rows, batch_size=1000)
+        await self._run(machine, {r.step_id: str(r.status) for r in rows})
 
     # ----------------------------------------------------------------- read
 
@@ -498,7 +507,7 @@ class Store:
                 session = await self._session(workflow_id, None)
                 if session is not None:
                     session.machine.timeout()
-                    await self._run(session.machine, session.loaded)
+                    await self._run(session.machine, session.loaded, session.finished)
         return jobs
 
     async def _describe(self, rows: Sequence[Delivery], tx: _Tx) -> list[Job]:
@@ -698,14 +707,14 @@ class Store:
                     job.step_id, job.attempt, report.result, rand=rand
                 )
             await self._after_decision(delivery, decision, session)
-        return await self._run(machine, session.loaded)
+        return await self._run(machine, session.loaded, session.finished)
 
     async def _after_decision(
         self, delivery: Delivery, decision: AttemptDecision | None, session: _Session
     ) -> None:
         """Keep, reschedule, park (async) or remove the delivery row the answer was for."""
         if decision is None or decision.status in (StepStatus.COMPLETED, StepStatus.FAILED):
-            await Delivery.filter(id=delivery.id).delete()
+            session.finished.append(delivery.id)
         elif decision.status is StepStatus.RETRYING:
             await self._reschedule(delivery, decision.retry_in or 0.0)
         else:
@@ -719,7 +728,7 @@ class Store:
                     lease_until=None,
                 )
             else:
-                await Delivery.filter(id=delivery.id).delete()
+                session.finished.append(delivery.id)
 
     async def _settle_callback(
         self, job: Job, result: AttemptResult, delivery: Delivery, rand: Any
@@ -793,7 +802,7 @@ class Store:
                 raise NotFound(f"no workflow '{workflow_id}'")
             try:
                 action(session.machine)
-                await self._run(session.machine, session.loaded)
+                await self._run(session.machine, session.loaded, session.finished)
             except MachineConflict as exc:
                 # Nothing was written: the transaction rolls back with the 409.
                 raise Conflict(str(exc)) from exc
@@ -812,7 +821,7 @@ class Store:
                 if session is None:
                     continue
                 session.machine.timeout()
-                await self._run(session.machine, session.loaded)
+                await self._run(session.machine, session.loaded, session.finished)
         return len(ids)
 
     async def async_result(self, claim: CallbackClaim, body: bytes) -> dict[str, Any]:
@@ -828,7 +837,7 @@ class Store:
             assert session is not None
             decision = session.machine.attempt_finished(claim.step_id, claim.attempt, result)
             await self._after_decision(delivery, decision, session)
-            await self._run(session.machine, session.loaded)
+            await self._run(session.machine, session.loaded, session.finished)
             await Attempt.create(
                 workflow_id=claim.workflow_id,
                 step_id=claim.step_id,
@@ -919,12 +928,16 @@ class Store:
             states[row.step_id] = _step_state(row, by_step.get(row.step_id))
         return states
 
-    async def _run(self, machine: Machine, loaded: dict[str, str]) -> list[Delivery]:
+    async def _run(
+        self, machine: Machine, loaded: dict[str, str], finished: Sequence[int] = ()
+    ) -> list[Delivery]:
         """Run the machine to the end, loading what it asks for, then write its effects."""
         while (need := machine.run()) is not None:
             wanted = None if need.all_steps else sorted(need.step_ids)
             states = await self._load_steps(machine.workflow.id, wanted, loaded)
             machine.provide(states.values(), all_steps=need.all_steps)
+        if finished:
+            await Delivery.filter(id__in=list(finished)).delete()
         return await self._apply(machine, loaded)
 
     async def _apply(self, machine: Machine, loaded: dict[str, str]) -> list[Delivery]:
@@ -1033,6 +1046,8 @@ class _Session:
 
     machine: Machine
     loaded: dict[str, str]
+    #: Delivery rows whose answers were settled, deleted together when the session ends.
+    finished: list[int] = field(default_factory=list)
 
 
 #: Events worth a line at info level; every other event is logged at debug.
