@@ -57,6 +57,8 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._rand = random.random
+        #: Slots promised to a claim or settle transaction under way.
+        self._reserved = 0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -79,6 +81,9 @@ class Dispatcher:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    def _free_slots(self) -> int:
+        return self.max_concurrency - len(self._inflight) - self._reserved
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let requests in flight finish for up to ``grace`` seconds,
@@ -125,17 +130,19 @@ class Dispatcher:
     async def _claim_loop(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            free = self.max_concurrency - len(self._inflight)
+            free = self._free_slots()
             claimed = 0
             if free > 0:
+                wanted = min(free, CLAIM_BATCH)
+                self._reserved += wanted
                 try:
-                    jobs = await self.store.claim_due(
-                        min(free, CLAIM_BATCH), lease_seconds=self.lease_seconds
-                    )
+                    jobs = await self.store.claim_due(wanted, lease_seconds=self.lease_seconds)
                 except Exception:
                     log.exception("claiming due deliveries failed; retrying")
                     jobs = []
                     await asyncio.sleep(POLL_INTERVAL)
+                finally:
+                    self._reserved -= wanted
                 for job in jobs:
                     self._spawn(job)
                 claimed = len(jobs)
@@ -216,8 +223,14 @@ class Dispatcher:
                 await self._settle(batch)
 
     async def _settle(self, batch: list[Report]) -> None:
+        # Steps this batch makes due may be claimed and sent at once, within the slots
+        # that are free; they are reserved so the claim loop cannot take them too.
+        handoff = 0 if self._stopping else max(0, self._free_slots())
+        self._reserved += handoff
         try:
-            summary = await self.store.settle(batch, rand=self._rand)
+            summary = await self.store.settle(
+                batch, rand=self._rand, handoff=handoff, lease_seconds=self.lease_seconds
+            )
         except Exception:
             log.exception("settling %d answers failed; settling them one by one", len(batch))
             for report in batch:
@@ -231,6 +244,11 @@ class Dispatcher:
                         report.job.step_id,
                     )
             summary = None
+        finally:
+            self._reserved -= handoff
+        if summary is not None:
+            for job in summary.jobs:
+                self._spawn(job)
         for report in batch:
             self._inflight.pop(report.job.delivery_id, None)
         if summary is None or summary.due_now or not self._stopping:

@@ -62,6 +62,7 @@ from app.machine import (
     outcome_lists,
 )
 from app.machine import Conflict as MachineConflict
+from app.machine import Event as MachineEvent
 from app.models import Attempt, Delivery, Event, ServerSecret, Step, Workflow
 from app.notify import CHANNEL as NOTIFY_CHANNEL
 from app.schemas import WorkflowCreate
@@ -147,6 +148,22 @@ class SettleSummary:
     #: Deliveries that became due right now (wake the dispatcher).
     due_now: int = 0
     events: int = 0
+    #: Deliveries this transaction made due and claimed for the caller to send now.
+    jobs: list[Job] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Handoff:
+    """How many newly due step requests a settle may claim for its own process at once.
+
+    Claiming them in the transaction that made them due saves the dispatcher a claim
+    transaction per hop. The rows are leased like any claim: if this process dies
+    before sending, the lease runs out and any process sends them again.
+    """
+
+    remaining: int
+    lease_seconds: float
+    jobs: list[Job] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -640,7 +657,14 @@ class Store:
 
     # ----------------------------------------------------------------- settle
 
-    async def settle(self, reports: Sequence[Report], *, rand: Any = None) -> SettleSummary:
+    async def settle(
+        self,
+        reports: Sequence[Report],
+        *,
+        rand: Any = None,
+        handoff: int = 0,
+        lease_seconds: float = 30.0,
+    ) -> SettleSummary:
         """Record a batch of attempt outcomes and every transition they cause, in one commit."""
         summary = SettleSummary()
         if not reports:
@@ -651,6 +675,8 @@ class Store:
 
         async def transaction() -> list[Delivery]:
             created: list[Delivery] = []
+            budget.remaining = handoff
+            budget.jobs = []
             async with in_transaction():
                 ids = [r.job.delivery_id for r in ordered]
                 deliveries = {d.id: d for d in await Delivery.filter(id__in=ids)}
@@ -667,17 +693,23 @@ class Store:
                     else:
                         by_workflow.setdefault(job.workflow_id, []).append((report, delivery))
                 for workflow_id, items in by_workflow.items():
-                    created.extend(await self._settle_workflow(workflow_id, items, rand))
+                    created.extend(await self._settle_workflow(workflow_id, items, rand, budget))
                 await Attempt.bulk_create([_attempt_row(r) for r in ordered])
             return created
 
+        budget = _Handoff(handoff, lease_seconds)
         created = await retry_transaction(transaction)
         now = time.time()
-        summary.due_now = sum(1 for d in created if d.due_at <= now)
+        summary.jobs = budget.jobs
+        summary.due_now = sum(1 for d in created if d.due_at <= now and d.lease_owner is None)
         return summary
 
     async def _settle_workflow(
-        self, workflow_id: str, items: list[tuple[Report, Delivery]], rand: Any
+        self,
+        workflow_id: str,
+        items: list[tuple[Report, Delivery]],
+        rand: Any,
+        budget: _Handoff | None = None,
     ) -> list[Delivery]:
         """Every answer of one workflow in the batch, in one session of its machine.
 
@@ -707,7 +739,7 @@ class Store:
                     job.step_id, job.attempt, report.result, rand=rand
                 )
             await self._after_decision(delivery, decision, session)
-        return await self._run(machine, session.loaded, session.finished)
+        return await self._run(machine, session.loaded, session.finished, budget)
 
     async def _after_decision(
         self, delivery: Delivery, decision: AttemptDecision | None, session: _Session
@@ -929,7 +961,11 @@ class Store:
         return states
 
     async def _run(
-        self, machine: Machine, loaded: dict[str, str], finished: Sequence[int] = ()
+        self,
+        machine: Machine,
+        loaded: dict[str, str],
+        finished: Sequence[int] = (),
+        budget: _Handoff | None = None,
     ) -> list[Delivery]:
         """Run the machine to the end, loading what it asks for, then write its effects."""
         while (need := machine.run()) is not None:
@@ -938,11 +974,25 @@ class Store:
             machine.provide(states.values(), all_steps=need.all_steps)
         if finished:
             await Delivery.filter(id__in=list(finished)).delete()
-        return await self._apply(machine, loaded)
+        return await self._apply(machine, loaded, budget)
 
-    async def _apply(self, machine: Machine, loaded: dict[str, str]) -> list[Delivery]:
+    async def _apply(
+        self, machine: Machine, loaded: dict[str, str], budget: _Handoff | None = None
+    ) -> list[Delivery]:
         effects = machine.effects
         workflow_id = machine.workflow.id
+        handed: list[str] = []
+        if budget is not None and budget.remaining > 0:
+            for d in effects.deliveries:
+                if len(handed) == budget.remaining:
+                    break
+                if d.kind is DeliveryKind.STEP and d.step_id is not None:
+                    # Claimed here: attempt 1 starts now, as a claim would record it.
+                    handed.append(d.step_id)
+                    effects.steps.setdefault(d.step_id, {})["attempts"] = 1
+                    machine.steps[d.step_id].attempts = 1
+                    effects.events.append(MachineEvent("step.started", d.step_id, {"attempt": 1}))
+            budget.remaining -= len(handed)
         for step_id, changes in effects.steps.items():
             fields = {k: (json_value(v) if k == "result" else v) for k, v in changes.items()}
             updated = await Step.filter(
@@ -968,22 +1018,29 @@ class Store:
                 workflow_id=workflow_id, step_id__in=dropped, kind=DeliveryKind.STEP
             ).delete()
         now = time.time()
-        rows = [
-            Delivery(
-                workflow_id=workflow_id,
-                step_id=d.step_id,
-                kind=d.kind,
-                attempt=1,
-                message_id=message_id(workflow_id, d.step_id, d.kind, d.run_id),
-                due_at=now,
-                url=d.url,
-                payload=d.payload,
+        handed_set = set(handed)
+        rows = []
+        for d in effects.deliveries:
+            mine = d.kind is DeliveryKind.STEP and d.step_id in handed_set
+            rows.append(
+                Delivery(
+                    workflow_id=workflow_id,
+                    step_id=d.step_id,
+                    kind=d.kind,
+                    attempt=1,
+                    message_id=message_id(workflow_id, d.step_id, d.kind, d.run_id),
+                    due_at=now,
+                    url=d.url,
+                    payload=d.payload,
+                    started=mine,
+                    lease_owner=self.owner if mine else None,
+                    lease_until=now + budget.lease_seconds if mine and budget else None,
+                )
             )
-            for d in effects.deliveries
-        ]
         if rows:
             await Delivery.bulk_create(rows)
-            await _notify_due()
+            if len(handed) < len(rows):
+                await _notify_due()
         if effects.events:
             self.event_tally.update(e.type for e in effects.events)
             for e in effects.events:
@@ -1000,8 +1057,57 @@ class Store:
                     for e in effects.events
                 ]
             )
+        if handed and budget is not None:
+            budget.jobs.extend(await self._handoff_jobs(machine, handed, now))
         machine.effects = Effects()
         return rows
+
+    async def _handoff_jobs(
+        self, machine: Machine, step_ids: list[str], due_at: float
+    ) -> list[Job]:
+        """Jobs for step requests this transaction claimed as it made them due."""
+        workflow_id = machine.workflow.id
+        ids = dict(
+            await Delivery.filter(
+                workflow_id=workflow_id,
+                kind=DeliveryKind.STEP,
+                step_id__in=step_ids,
+                attempt=1,
+                lease_owner=self.owner,
+            ).values_list("step_id", "id")
+        )
+        graph = await self._graph(workflow_id)
+        ancestry = {s: dag.ancestors(s, graph) for s in step_ids}
+        missing = sorted({a for line in ancestry.values() for a in line} - set(machine.steps))
+        states = await self._step_states(workflow_id, missing)
+        for step_id, step in machine.steps.items():
+            states[step_id] = {
+                "status": step.status.value,
+                "result": step.result,
+                "error": step.error,
+            }
+        jobs = []
+        for step_id in step_ids:
+            step = machine.steps[step_id]
+            jobs.append(
+                Job(
+                    delivery_id=int(ids[step_id]),
+                    workflow_id=workflow_id,
+                    workflow_name=machine.workflow.name,
+                    kind=DeliveryKind.STEP,
+                    step_id=step_id,
+                    attempt=1,
+                    message_id=message_id(workflow_id, step_id, DeliveryKind.STEP, step.run_id),
+                    url=step.url,
+                    timeout=step.timeout,
+                    policy=step.policy,
+                    run_id=step.run_id,
+                    context=machine.workflow.context,
+                    previous_steps=previous_steps(ancestry[step_id], states),
+                    due_at=due_at,
+                )
+            )
+        return jobs
 
     # ----------------------------------------------------------------- helpers
 
