@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.conditions import compile_condition
+from app.dispatcher import Dispatcher
 from app.engine import WorkflowStatus
 from app.errors import (
     PROBLEM_CONTENT_TYPE,
@@ -41,7 +42,7 @@ from app.schemas import (
     parse_create_request,
     parse_json_body,
 )
-from app.store import LIST_LIMIT_MAX, Store, decode_cursor
+from app.store import LIST_LIMIT_MAX, Job, Store, decode_cursor
 from app.tokens import CallbackClaim, CallbackTokens, InvalidToken
 
 log = logging.getLogger("baton.api")
@@ -93,6 +94,8 @@ class Api:
         self.tokens: CallbackTokens | None = None
         #: Set by the lifespan with the dispatcher it measures.
         self.metrics: Metrics | None = None
+        #: Set by the lifespan: creates hand their root requests to it.
+        self.dispatcher: Dispatcher | None = None
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -152,9 +155,22 @@ class Api:
             raw, check_url=self._check_url, check_condition=_check_condition
         )
         request_hash = hashlib.sha256(canonical_json(document)).hexdigest()
-        body, created = await self.store.create_workflow(
-            spec, request_hash=request_hash, idempotency_key=idempotency_key
-        )
+        # Root requests go straight to this process's dispatcher when it has free slots.
+        dispatcher = self.dispatcher
+        slots = dispatcher.reserve() if dispatcher is not None else 0
+        jobs: list[Job] = []
+        try:
+            body, created = await self.store.create_workflow(
+                spec,
+                request_hash=request_hash,
+                idempotency_key=idempotency_key,
+                handoff=slots,
+                lease_seconds=dispatcher.lease_seconds if dispatcher is not None else 30.0,
+                on_jobs=jobs.extend,
+            )
+        finally:
+            if dispatcher is not None:
+                dispatcher.release(slots, jobs)
         if created:
             self.wake()
         return JSON(

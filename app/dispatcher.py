@@ -19,6 +19,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Sequence
 
 from app.delivery import Deliverer
 from app.metrics import Metrics
@@ -81,6 +82,18 @@ class Dispatcher:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    def reserve(self) -> int:
+        """Reserve the free delivery slots for a transaction that may hand off jobs."""
+        slots = 0 if self._stopping else max(0, self._free_slots())
+        self._reserved += slots
+        return slots
+
+    def release(self, slots: int, jobs: Sequence[Job] = ()) -> None:
+        """Return reserved slots, and send at once the jobs handed off in them."""
+        self._reserved -= slots
+        for job in jobs:
+            self._spawn(job)
 
     def _free_slots(self) -> int:
         return self.max_concurrency - len(self._inflight) - self._reserved
@@ -225,8 +238,7 @@ class Dispatcher:
     async def _settle(self, batch: list[Report]) -> None:
         # Steps this batch makes due may be claimed and sent at once, within the slots
         # that are free; they are reserved so the claim loop cannot take them too.
-        handoff = 0 if self._stopping else max(0, self._free_slots())
-        self._reserved += handoff
+        handoff = self.reserve()
         try:
             summary = await self.store.settle(
                 batch, rand=self._rand, handoff=handoff, lease_seconds=self.lease_seconds
@@ -245,10 +257,7 @@ class Dispatcher:
                     )
             summary = None
         finally:
-            self._reserved -= handoff
-        if summary is not None:
-            for job in summary.jobs:
-                self._spawn(job)
+            self.release(handoff, summary.jobs if summary is not None else ())
         for report in batch:
             self._inflight.pop(report.job.delivery_id, None)
         if summary is None or summary.due_now or not self._stopping:

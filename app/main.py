@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             lease_seconds=settings.lease_seconds,
             metrics=metrics,
         )
+        api.dispatcher = runtime.dispatcher
         runtime.dispatcher.start()
         sweeper = Sweeper(runtime.store, wake=runtime.wake, retention_days=settings.retention_days)
         sweeper.start()

@@ -242,13 +242,18 @@ class Store:
         *,
         request_hash: str,
         idempotency_key: str | None = None,
+        handoff: int = 0,
+        lease_seconds: float = 30.0,
+        on_jobs: Callable[[list[Job]], None] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Store a new workflow and make its root steps due; idempotent by id or key.
 
         Answers (status document, created). A second create with the same id (or
         Idempotency-Key) and the same body answers the stored workflow; a different
-        body raises Conflict.
+        body raises Conflict. Up to ``handoff`` root requests are claimed for this
+        process and passed to ``on_jobs`` once committed, to be sent at once.
         """
+        budget = _Handoff(handoff, lease_seconds)
         workflow_id = spec.id or new_workflow_id()
         if spec.id is not None or idempotency_key is not None:
             existing = await self._find_existing(spec.id, idempotency_key)
@@ -256,13 +261,17 @@ class Store:
                 return await self._same_or_conflict(existing, request_hash), False
         try:
             async with in_transaction():
-                await self._insert_workflow(spec, workflow_id, request_hash, idempotency_key)
+                await self._insert_workflow(
+                    spec, workflow_id, request_hash, idempotency_key, budget
+                )
         except IntegrityError as exc:
             # Lost a race with an identical create: answer like the idempotent path.
             existing = await self._find_existing(workflow_id if spec.id else None, idempotency_key)
             if existing is None:
                 raise StoreError(f"could not store workflow: {exc}") from exc
             return await self._same_or_conflict(existing, request_hash), False
+        if on_jobs is not None and budget.jobs:
+            on_jobs(budget.jobs)
         document = await self.get_workflow(workflow_id)
         assert document is not None
         return document, True
@@ -291,6 +300,7 @@ class Store:
         workflow_id: str,
         request_hash: str,
         idempotency_key: str | None,
+        budget: _Handoff | None = None,
     ) -> None:
         now = utcnow()
         deps = {s.id: list(s.depends_on) for s in spec.steps}
@@ -359,7 +369,7 @@ class Store:
                 setattr(by_id[step_id], name, value)
         machine.effects.steps.clear()
         await Step.bulk_create(rows, batch_size=1000)
-        await self._run(machine, {r.step_id: str(r.status) for r in rows})
+        await self._run(machine, {r.step_id: str(r.status) for r in rows}, (), budget)
 
     # ----------------------------------------------------------------- read
 
