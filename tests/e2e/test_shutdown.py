@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from harness import BatonFactory, HandlerClient
+from harness import BatonClient, BatonFactory, BatonServer, HandlerClient
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,11 @@ def test_sigterm_ends_open_event_streams(
     baton_factory: BatonFactory, handler: HandlerClient
 ) -> None:
     server = baton_factory.create(extra_env={"BATON_SHUTDOWN_GRACE": "2"})
-    api = server.client()
+    with server.client() as api:
+        _stop_with_a_stream_open(server, api, handler)
+
+
+def _stop_with_a_stream_open(server: BatonServer, api: BatonClient, handler: HandlerClient) -> None:
     # A step that takes a long time keeps the workflow (and its event stream) open.
     handler.script(slow=[{"status": 200, "delay": 30}])
     api.create({"id": "streamed", "steps": [{"id": "slow", "url": handler.step_url("slow")}]})
