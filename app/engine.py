@@ -12,7 +12,7 @@ import email.utils
 import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -373,32 +373,6 @@ def dooms_workflow(status: StepStatus, continue_on_failure: bool) -> bool:
     return status is StepStatus.FAILED and not continue_on_failure
 
 
-@dataclass(frozen=True, slots=True)
-class WorkflowView:
-    """The parts of a workflow the finishing rules look at."""
-
-    status: WorkflowStatus
-    open_steps: int
-    failed_step: str | None
-    saga: bool = False
-    has_compensations: bool = False
-    #: Set when the workflow's end was caused by a timeout or a cancel.
-    end_reason: WorkflowErrorCode | None = None
-
-
-def final_status(view: WorkflowView) -> WorkflowStatus | None:
-    """The status a running workflow moves to once nothing is open, or None to keep going."""
-    if view.status is not WorkflowStatus.RUNNING or view.open_steps > 0:
-        return None
-    if view.end_reason is WorkflowErrorCode.CANCELLED:
-        return WorkflowStatus.CANCELLED
-    if view.failed_step is None and view.end_reason is None:
-        return WorkflowStatus.COMPLETED
-    if view.saga and view.has_compensations:
-        return WorkflowStatus.COMPENSATING
-    return WorkflowStatus.FAILED
-
-
 def callback_kind_for(status: WorkflowStatus) -> DeliveryKind | None:
     """Which callback a workflow that reached ``status`` owes (DESIGN §5)."""
     if status is WorkflowStatus.COMPLETED:
@@ -425,16 +399,6 @@ def workflow_error(
     else:
         message = "the workflow was cancelled"
     return {"code": code.value, "message": message, "stepId": step_id}
-
-
-@dataclass(slots=True)
-class Readiness:
-    """Counts down a step's unsettled dependencies; never rescans the DAG."""
-
-    remaining: int
-    #: A dependency settled in a way that blocks this step for good.
-    blocked: bool = False
-    satisfied_by: list[str] = field(default_factory=list)
 
 
 def previous_steps(

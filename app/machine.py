@@ -148,8 +148,6 @@ class Effects:
     events: list[Event] = field(default_factory=list)
     deliveries: list[NewDelivery] = field(default_factory=list)
     drops: list[DropDeliveries] = field(default_factory=list)
-    #: New run ids handed out (the store needs none of them, tests like to see them).
-    reset_steps: list[str] = field(default_factory=list)
 
 
 _Task = tuple[str, str | None]
@@ -652,7 +650,6 @@ class Machine:
                 compensation_status=None,
                 run_id=step.run_id,
             )
-            self.effects.reset_steps.append(step_id)
         if w.failed_step in targets:
             w.failed_step = None
         w.open_steps += len(settled)

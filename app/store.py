@@ -37,6 +37,7 @@ from app import dag
 from app.engine import (
     CALLBACK_KINDS,
     CALLBACK_RETRY_POLICY,
+    CALLBACK_TIMEOUT,
     TERMINAL_WORKFLOW_STATUSES,
     AttemptDecision,
     AttemptResult,
@@ -147,7 +148,6 @@ class Report:
 class SettleSummary:
     #: Deliveries that became due right now (wake the dispatcher).
     due_now: int = 0
-    events: int = 0
     #: Deliveries this transaction made due and claimed for the caller to send now.
     jobs: list[Job] = field(default_factory=list)
 
@@ -573,7 +573,7 @@ class Store:
                         attempt=row.attempt,
                         message_id=row.message_id,
                         url=row.url,
-                        timeout=CALLBACK_TIMEOUT_SECONDS,
+                        timeout=CALLBACK_TIMEOUT,
                         policy=CALLBACK_RETRY_POLICY,
                         payload=row.payload,
                         takeover=takeover,
@@ -1151,9 +1151,6 @@ class Store:
         else:
             self._graphs.move_to_end(workflow_id)
         return graph
-
-
-CALLBACK_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(slots=True)

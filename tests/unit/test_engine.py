@@ -18,7 +18,6 @@ from app.engine import (
     StepStatus,
     WorkflowErrorCode,
     WorkflowStatus,
-    WorkflowView,
     backoff_delay,
     callback_kind_for,
     classify_answer,
@@ -26,7 +25,6 @@ from app.engine import (
     classify_timeout,
     decide_after_attempt,
     dooms_workflow,
-    final_status,
     parse_retry_after,
     previous_steps,
     satisfies_dependents,
@@ -212,38 +210,6 @@ def test_single_attempt_policy_never_retries() -> None:
 def test_dependency_rules(status, continue_on_failure, satisfies, dooms) -> None:
     assert satisfies_dependents(status, continue_on_failure) is satisfies
     assert dooms_workflow(status, continue_on_failure) is dooms
-
-
-@pytest.mark.parametrize(
-    ("view", "expected"),
-    [
-        (WorkflowView(WorkflowStatus.RUNNING, 2, None), None),
-        (WorkflowView(WorkflowStatus.RUNNING, 0, None), WorkflowStatus.COMPLETED),
-        (WorkflowView(WorkflowStatus.RUNNING, 0, "a"), WorkflowStatus.FAILED),
-        (WorkflowView(WorkflowStatus.RUNNING, 1, "a"), None),
-        (
-            WorkflowView(WorkflowStatus.RUNNING, 0, "a", saga=True, has_compensations=True),
-            WorkflowStatus.COMPENSATING,
-        ),
-        (
-            WorkflowView(WorkflowStatus.RUNNING, 0, "a", saga=True, has_compensations=False),
-            WorkflowStatus.FAILED,
-        ),
-        (
-            WorkflowView(
-                WorkflowStatus.RUNNING, 0, None, end_reason=WorkflowErrorCode.WORKFLOW_TIMEOUT
-            ),
-            WorkflowStatus.FAILED,
-        ),
-        (
-            WorkflowView(WorkflowStatus.RUNNING, 0, None, end_reason=WorkflowErrorCode.CANCELLED),
-            WorkflowStatus.CANCELLED,
-        ),
-        (WorkflowView(WorkflowStatus.COMPLETED, 0, None), None),
-    ],
-)
-def test_final_status(view: WorkflowView, expected: WorkflowStatus | None) -> None:
-    assert final_status(view) is expected
 
 
 def test_callback_kinds() -> None:
