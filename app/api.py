@@ -445,10 +445,9 @@ async def problem_handler(request: Request, exc: Exception) -> Response:
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    titles = {404: NotFound, 405: None}
-    cls = titles.get(exc.status_code)
-    if cls is not None:
-        return problem_response(cls(f"no route for {request.method} {request.url.path}"))
+    if exc.status_code == 404:
+        return problem_response(NotFound(f"no route for {request.method} {request.url.path}"))
+    # Starlette's own errors (405 with its Allow header, …) keep their status and headers.
     problem = {
         "type": "about:blank",
         "title": exc.detail if isinstance(exc.detail, str) else "Error",

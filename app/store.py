@@ -21,7 +21,7 @@ import secrets
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -540,12 +540,23 @@ class Store:
     async def _describe(self, rows: Sequence[Delivery], tx: _Tx) -> list[Job]:
         workflow_ids = {r.workflow_id for r in rows}  # type: ignore[attr-defined]
         workflows = {w.id: w for w in await Workflow.filter(id__in=workflow_ids)}
+        step_keys = {(r.workflow_id, r.step_id) for r in rows if r.step_id}  # type: ignore[attr-defined]
         step_rows: dict[tuple[str, str], Step] = {}
-        step_keys = [(r.workflow_id, r.step_id) for r in rows if r.step_id]  # type: ignore[attr-defined]
+        if step_keys:
+            # One query for the whole batch; the cross product it may return is trimmed here.
+            for s in await Step.filter(
+                workflow_id__in=list({k[0] for k in step_keys}),
+                step_id__in=list({k[1] for k in step_keys}),
+            ):
+                key = (s.workflow_id, s.step_id)  # type: ignore[attr-defined]
+                if key in step_keys:
+                    step_rows[key] = s
+        ancestry: dict[tuple[str, str], list[str]] = {}
+        states: dict[str, dict[str, dict[str, Any]]] = {}
         for owner_id in {k[0] for k in step_keys}:
-            ids = [k[1] for k in step_keys if k[0] == owner_id]
-            for s in await Step.filter(workflow_id=owner_id, step_id__in=ids):
-                step_rows[(owner_id, s.step_id)] = s
+            mine = [k[1] for k in step_keys if k[0] == owner_id]
+            lines, states[owner_id] = await self._ancestor_states(owner_id, mine)
+            ancestry.update({(owner_id, sid): line for sid, line in lines.items()})
         jobs: list[Job] = []
         for row in rows:
             wf_id: str = row.workflow_id  # type: ignore[attr-defined]
@@ -581,7 +592,8 @@ class Store:
                     )
                 )
                 continue
-            step = step_rows[(wf_id, row.step_id)]  # type: ignore[index]
+            key = (wf_id, row.step_id or "")
+            step = step_rows[key]
             if kind is DeliveryKind.STEP and not takeover and not row.awaiting:
                 updated = await Step.filter(
                     id=step.id, status__in=(StepStatus.RUNNING, StepStatus.RETRYING)
@@ -591,31 +603,19 @@ class Store:
                     tx.event(wf_id, "step.started", step.step_id, attempt=row.attempt)
             elif kind is DeliveryKind.COMPENSATION and not takeover:
                 await Step.filter(id=step.id).update(compensation_status=CompensationStatus.RUNNING)
-            ancestors = dag.ancestors(step.step_id, await self._graph(wf_id))
-            states = await self._step_states(wf_id, ancestors)
             jobs.append(
-                Job(
-                    delivery_id=row.id,
-                    workflow_id=wf_id,
-                    workflow_name=workflow.name,
+                _step_job(
+                    row.id,
+                    workflow,
+                    _step_state(step, None),
                     kind=kind,
-                    step_id=step.step_id,
                     attempt=row.attempt,
                     message_id=row.message_id,
                     url=row.url,
-                    timeout=step.timeout,
-                    policy=RetryPolicy.from_dict(step.retry),
-                    run_id=step.run_id,
-                    context=workflow.context,
-                    previous_steps=previous_steps(ancestors, states),
-                    compensating=(
-                        {"stepId": step.step_id, "result": step.result}
-                        if kind is DeliveryKind.COMPENSATION
-                        else None
-                    ),
+                    previous=previous_steps(ancestry[key], states[wf_id]),
+                    due_at=row.due_at,
                     expired=row.awaiting,
                     takeover=takeover and not row.awaiting,
-                    due_at=row.due_at,
                 )
             )
         return jobs
@@ -629,6 +629,31 @@ class Store:
             "step_id", "status", "result", "error"
         )
         return {r["step_id"]: r for r in rows}
+
+    async def _ancestor_states(
+        self,
+        workflow_id: str,
+        step_ids: Sequence[str],
+        known: Mapping[str, StepState] | None = None,
+    ) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+        """Each step's transitive ancestors, and their states in one query.
+
+        States the caller already holds (``known``, a machine's loaded steps) are used
+        as they are, and not read again.
+        """
+        graph = await self._graph(workflow_id)
+        ancestry = {s: dag.ancestors(s, graph) for s in step_ids}
+        known = known or {}
+        wanted = {a for line in ancestry.values() for a in line}
+        states = await self._step_states(workflow_id, sorted(wanted - set(known)))
+        for step_id in wanted & set(known):
+            step = known[step_id]
+            states[step_id] = {
+                "status": step.status.value,
+                "result": step.result,
+                "error": step.error,
+            }
+        return ancestry, states
 
     async def renew_leases(self, delivery_ids: Iterable[int], *, lease_seconds: float) -> int:
         """Push out this process's leases on deliveries still in flight."""
@@ -780,26 +805,15 @@ class Store:
             await self._reschedule(delivery, decision.retry_in or 0.0)
             return
         await Delivery.filter(id=delivery.id).delete()
-        outcome = "failed" if decision.status is StepStatus.FAILED else "delivered"
-        self.event_tally[f"callback.{outcome}"] += 1
-        _log_event(job.workflow_id, f"callback.{outcome}", None, {"kind": job.kind.value})
+        type_ = "callback.failed" if decision.status is StepStatus.FAILED else "callback.delivered"
+        data: dict[str, Any] = {"kind": job.kind.value, "attempt": job.attempt}
         if decision.status is StepStatus.FAILED:
-            error = decision.error.to_dict() if decision.error else None
-            await Event.create(
-                workflow_id=job.workflow_id,
-                step_id=None,
-                type="callback.failed",
-                at=utcnow(),
-                data={"kind": job.kind.value, "attempt": job.attempt, "error": error},
-            )
-        else:
-            await Event.create(
-                workflow_id=job.workflow_id,
-                step_id=None,
-                type="callback.delivered",
-                at=utcnow(),
-                data={"kind": job.kind.value, "attempt": job.attempt},
-            )
+            data["error"] = decision.error.to_dict() if decision.error else None
+        self.event_tally[type_] += 1
+        _log_event(job.workflow_id, type_, None, data)
+        await Event.create(
+            workflow_id=job.workflow_id, step_id=None, type=type_, at=utcnow(), data=data
+        )
 
     async def _reschedule(self, delivery: Delivery, retry_in: float) -> None:
         await Delivery.filter(id=delivery.id).update(
@@ -1086,34 +1100,20 @@ class Store:
                 lease_owner=self.owner,
             ).values_list("step_id", "id")
         )
-        graph = await self._graph(workflow_id)
-        ancestry = {s: dag.ancestors(s, graph) for s in step_ids}
-        missing = sorted({a for line in ancestry.values() for a in line} - set(machine.steps))
-        states = await self._step_states(workflow_id, missing)
-        for step_id, step in machine.steps.items():
-            states[step_id] = {
-                "status": step.status.value,
-                "result": step.result,
-                "error": step.error,
-            }
+        ancestry, states = await self._ancestor_states(workflow_id, step_ids, machine.steps)
         jobs = []
         for step_id in step_ids:
             step = machine.steps[step_id]
             jobs.append(
-                Job(
-                    delivery_id=int(ids[step_id]),
-                    workflow_id=workflow_id,
-                    workflow_name=machine.workflow.name,
+                _step_job(
+                    int(ids[step_id]),
+                    machine.workflow,
+                    step,
                     kind=DeliveryKind.STEP,
-                    step_id=step_id,
                     attempt=1,
                     message_id=message_id(workflow_id, step_id, DeliveryKind.STEP, step.run_id),
                     url=step.url,
-                    timeout=step.timeout,
-                    policy=step.policy,
-                    run_id=step.run_id,
-                    context=machine.workflow.context,
-                    previous_steps=previous_steps(ancestry[step_id], states),
+                    previous=previous_steps(ancestry[step_id], states),
                     due_at=due_at,
                 )
             )
@@ -1285,6 +1285,47 @@ def _step_state(row: Step, delivery: Delivery | None) -> StepState:
         error=row.error,
         position=row.position,
         delivery=view,
+    )
+
+
+def _step_job(
+    delivery_id: int,
+    workflow: Workflow | WorkflowState,
+    step: StepState,
+    *,
+    kind: DeliveryKind,
+    attempt: int,
+    message_id: str,
+    url: str,
+    previous: dict[str, Any],
+    due_at: float,
+    expired: bool = False,
+    takeover: bool = False,
+) -> Job:
+    """The job for a step's (or its compensation's) request: the one place that maps
+    a step to what the dispatcher sends."""
+    return Job(
+        delivery_id=delivery_id,
+        workflow_id=workflow.id,
+        workflow_name=workflow.name,
+        kind=kind,
+        step_id=step.step_id,
+        attempt=attempt,
+        message_id=message_id,
+        url=url,
+        timeout=step.timeout,
+        policy=step.policy,
+        run_id=step.run_id,
+        context=workflow.context,
+        previous_steps=previous,
+        compensating=(
+            {"stepId": step.step_id, "result": step.result}
+            if kind is DeliveryKind.COMPENSATION
+            else None
+        ),
+        expired=expired,
+        takeover=takeover,
+        due_at=due_at,
     )
 
 
