@@ -24,6 +24,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any, TypeVar
 
 import asyncpg
@@ -31,6 +32,7 @@ import orjson
 from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.expressions import Q
 from tortoise.functions import Count
+from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from app import dag
@@ -261,7 +263,7 @@ class Store:
                 return await self._same_or_conflict(existing, request_hash), False
         try:
             async with in_transaction():
-                await self._insert_workflow(
+                document = await self._insert_workflow(
                     spec, workflow_id, request_hash, idempotency_key, budget
                 )
         except IntegrityError as exc:
@@ -272,8 +274,6 @@ class Store:
             return await self._same_or_conflict(existing, request_hash), False
         if on_jobs is not None and budget.jobs:
             on_jobs(budget.jobs)
-        document = await self.get_workflow(workflow_id)
-        assert document is not None
         return document, True
 
     async def _find_existing(
@@ -301,11 +301,14 @@ class Store:
         request_hash: str,
         idempotency_key: str | None,
         budget: _Handoff | None = None,
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Insert the workflow, its steps and its first requests in the state the
+        machine leaves them in after start, and answer its status document (built
+        from what was written, not read back)."""
         now = utcnow()
         deps = {s.id: list(s.depends_on) for s in spec.steps}
         dependents = dag.dependents_of(deps)
-        workflow = await Workflow.create(
+        workflow = Workflow(
             id=workflow_id,
             name=spec.name,
             status=WorkflowStatus.RUNNING,
@@ -317,11 +320,16 @@ class Store:
             on_error=spec.on_error,
             created_at=now,
             started_at=now,
+            completed_at=None,
             deadline_at=now + timedelta(seconds=spec.timeout),
+            error=None,
             request_hash=request_hash,
             idempotency_key=idempotency_key,
             open_steps=len(spec.steps),
             step_count=len(spec.steps),
+            failed_step=None,
+            end_reason=None,
+            compensation_started=False,
         )
         rows = [
             Step(
@@ -345,6 +353,12 @@ class Store:
                 compensation=s.compensation,
                 condition=s.when,
                 continue_on_failure=s.continue_on_failure,
+                started_at=None,
+                completed_at=None,
+                completion_seq=None,
+                result=None,
+                error=None,
+                compensation_status=None,
                 run_id=new_run_id(),
             )
             for position, s in enumerate(spec.steps)
@@ -361,15 +375,21 @@ class Store:
         )
         machine.start()
         assert machine.run() is None  # every step is in memory
-        # The rows are not written yet: insert them in the state the machine left them
-        # in, rather than inserting and then updating each root.
+        writes = _Writes()
+        self._collect(machine, {r.step_id: str(r.status) for r in rows}, budget, writes)
+        # Nothing is written yet: the rows are inserted in the state the machine left
+        # them in, rather than inserted and then updated.
         by_id = {r.step_id: r for r in rows}
-        for step_id, changes in machine.effects.steps.items():
+        for (_, step_id), _, changes in writes.steps:
             for name, value in changes.items():
                 setattr(by_id[step_id], name, value)
-        machine.effects.steps.clear()
+        for name, value in writes.workflows.pop(workflow_id, {}).items():
+            setattr(workflow, name, value)
+        writes.steps.clear()
+        await workflow.save(force_create=True)
         await Step.bulk_create(rows, batch_size=1000)
-        await self._run(machine, {r.step_id: str(r.status) for r in rows}, (), budget)
+        await self._write(writes, budget)
+        return _status_document(workflow, rows)
 
     # ----------------------------------------------------------------- read
 
@@ -540,29 +560,28 @@ class Store:
     async def _describe(self, rows: Sequence[Delivery], tx: _Tx) -> list[Job]:
         workflow_ids = {r.workflow_id for r in rows}  # type: ignore[attr-defined]
         workflows = {w.id: w for w in await Workflow.filter(id__in=workflow_ids)}
-        step_keys = {(r.workflow_id, r.step_id) for r in rows if r.step_id}  # type: ignore[attr-defined]
+        by_workflow: dict[str, list[str]] = {}
+        for r in rows:
+            if r.step_id:
+                by_workflow.setdefault(r.workflow_id, []).append(r.step_id)  # type: ignore[attr-defined]
         step_rows: dict[tuple[str, str], Step] = {}
-        if step_keys:
-            # One query for the whole batch; the cross product it may return is trimmed here.
-            for s in await Step.filter(
-                workflow_id__in=list({k[0] for k in step_keys}),
-                step_id__in=list({k[1] for k in step_keys}),
-            ):
-                key = (s.workflow_id, s.step_id)  # type: ignore[attr-defined]
-                if key in step_keys:
-                    step_rows[key] = s
         ancestry: dict[tuple[str, str], list[str]] = {}
         states: dict[str, dict[str, dict[str, Any]]] = {}
-        for owner_id in {k[0] for k in step_keys}:
-            mine = [k[1] for k in step_keys if k[0] == owner_id]
-            lines, states[owner_id] = await self._ancestor_states(owner_id, mine)
-            ancestry.update({(owner_id, sid): line for sid, line in lines.items()})
-        jobs: list[Job] = []
+        if by_workflow:
+            for s in await Step.filter(
+                _any_of(Q(workflow_id=w, step_id__in=ids) for w, ids in by_workflow.items())
+            ):
+                step_rows[(s.workflow_id, s.step_id)] = s  # type: ignore[attr-defined]
+            found = await self._ancestry([(w, ids, None) for w, ids in by_workflow.items()])
+            for owner_id, (lines, known) in found.items():
+                states[owner_id] = known
+                ancestry.update({(owner_id, sid): line for sid, line in lines.items()})
+        sending: list[Delivery] = []
+        starts: list[tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]] = []
         for row in rows:
             wf_id: str = row.workflow_id  # type: ignore[attr-defined]
             workflow = workflows[wf_id]
             kind = DeliveryKind(row.kind)
-            takeover = row.started
             if (
                 kind is DeliveryKind.STEP
                 and workflow.status == WorkflowStatus.RUNNING
@@ -573,6 +592,38 @@ class Store:
                 tx.expired.add(wf_id)
                 tx.skipped.append(row.id)
                 continue
+            sending.append(row)
+            if row.started or kind in CALLBACK_KINDS:
+                continue
+            step = step_rows[(wf_id, row.step_id or "")]
+            where: Mapping[str, Any] = {"workflow_id": wf_id, "step_id": step.step_id}
+            if kind is DeliveryKind.STEP and not row.awaiting:
+                if step.status in (StepStatus.RUNNING, StepStatus.RETRYING):
+                    starts.append(
+                        (
+                            where,
+                            {"status": step.status},
+                            {"status": StepStatus.RUNNING, "attempts": row.attempt},
+                        )
+                    )
+            elif kind is DeliveryKind.COMPENSATION:
+                starts.append((where, {}, {"compensation_status": CompensationStatus.RUNNING}))
+        # Attempts start: one statement for the batch; a step whose status moved on
+        # meanwhile is not matched, and gets no step.started event.
+        started = set(await _update_many(Step, starts)) if starts else set()
+        for where, _, changes in starts:
+            started_key = (where["workflow_id"], where["step_id"])
+            if "attempts" in changes and started_key in started:
+                step_rows[started_key].attempts = changes["attempts"]
+                tx.event(
+                    started_key[0], "step.started", started_key[1], attempt=changes["attempts"]
+                )
+        jobs: list[Job] = []
+        for row in sending:
+            wf_id = row.workflow_id  # type: ignore[attr-defined]
+            workflow = workflows[wf_id]
+            kind = DeliveryKind(row.kind)
+            takeover = row.started
             if kind in CALLBACK_KINDS:
                 jobs.append(
                     Job(
@@ -594,15 +645,6 @@ class Store:
                 continue
             key = (wf_id, row.step_id or "")
             step = step_rows[key]
-            if kind is DeliveryKind.STEP and not takeover and not row.awaiting:
-                updated = await Step.filter(
-                    id=step.id, status__in=(StepStatus.RUNNING, StepStatus.RETRYING)
-                ).update(status=StepStatus.RUNNING, attempts=row.attempt)
-                if updated:
-                    step.attempts = row.attempt
-                    tx.event(wf_id, "step.started", step.step_id, attempt=row.attempt)
-            elif kind is DeliveryKind.COMPENSATION and not takeover:
-                await Step.filter(id=step.id).update(compensation_status=CompensationStatus.RUNNING)
             jobs.append(
                 _step_job(
                     row.id,
@@ -620,40 +662,39 @@ class Store:
             )
         return jobs
 
-    async def _step_states(
-        self, workflow_id: str, step_ids: Sequence[str]
-    ) -> dict[str, dict[str, Any]]:
-        if not step_ids:
-            return {}
-        rows = await Step.filter(workflow_id=workflow_id, step_id__in=list(step_ids)).values(
-            "step_id", "status", "result", "error"
-        )
-        return {r["step_id"]: r for r in rows}
+    async def _ancestry(
+        self, requests: Sequence[tuple[str, Sequence[str], Mapping[str, StepState] | None]]
+    ) -> dict[str, tuple[dict[str, list[str]], dict[str, dict[str, Any]]]]:
+        """Per workflow: each step's transitive ancestors, and those ancestors' states.
 
-    async def _ancestor_states(
-        self,
-        workflow_id: str,
-        step_ids: Sequence[str],
-        known: Mapping[str, StepState] | None = None,
-    ) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
-        """Each step's transitive ancestors, and their states in one query.
-
-        States the caller already holds (``known``, a machine's loaded steps) are used
-        as they are, and not read again.
+        One query for every workflow asked about. States the caller already holds
+        (``known``, a machine's loaded steps) are used as they are, not read again.
         """
-        graph = await self._graph(workflow_id)
-        ancestry = {s: dag.ancestors(s, graph) for s in step_ids}
-        known = known or {}
-        wanted = {a for line in ancestry.values() for a in line}
-        states = await self._step_states(workflow_id, sorted(wanted - set(known)))
-        for step_id in wanted & set(known):
-            step = known[step_id]
-            states[step_id] = {
-                "status": step.status.value,
-                "result": step.result,
-                "error": step.error,
-            }
-        return ancestry, states
+        answer: dict[str, tuple[dict[str, list[str]], dict[str, dict[str, Any]]]] = {}
+        missing: dict[str, list[str]] = {}
+        for workflow_id, step_ids, known in requests:
+            graph = await self._graph(workflow_id)
+            ancestry = {s: dag.ancestors(s, graph) for s in step_ids}
+            known = known or {}
+            wanted = {a for line in ancestry.values() for a in line}
+            states: dict[str, dict[str, Any]] = {}
+            for step_id in wanted & set(known):
+                step = known[step_id]
+                states[step_id] = {
+                    "status": step.status.value,
+                    "result": step.result,
+                    "error": step.error,
+                }
+            if wanted - set(known):
+                missing[workflow_id] = sorted(wanted - set(known))
+            answer[workflow_id] = (ancestry, states)
+        if missing:
+            rows = await Step.filter(
+                _any_of(Q(workflow_id=w, step_id__in=s) for w, s in missing.items())
+            ).values("workflow_id", "step_id", "status", "result", "error")
+            for row in rows:
+                answer[row["workflow_id"]][1][row["step_id"]] = row
+        return answer
 
     async def renew_leases(self, delivery_ids: Iterable[int], *, lease_seconds: float) -> int:
         """Push out this process's leases on deliveries still in flight."""
@@ -709,9 +750,10 @@ class Store:
         ordered = sorted(reports, key=lambda r: (r.job.workflow_id, r.job.delivery_id))
 
         async def transaction() -> list[Delivery]:
-            created: list[Delivery] = []
             budget.remaining = handoff
             budget.jobs = []
+            writes = _Writes()
+            created: list[Delivery] = []
             async with in_transaction():
                 ids = [r.job.delivery_id for r in ordered]
                 deliveries = {d.id: d for d in await Delivery.filter(id__in=ids)}
@@ -727,8 +769,9 @@ class Store:
                         await self._settle_callback(job, report.result, delivery, rand)
                     else:
                         by_workflow.setdefault(job.workflow_id, []).append((report, delivery))
-                for workflow_id, items in by_workflow.items():
-                    created.extend(await self._settle_workflow(workflow_id, items, rand, budget))
+                if by_workflow:
+                    created = await self._settle_workflows(by_workflow, rand, budget, writes)
+                await self._write(writes, budget)
                 await Attempt.bulk_create([_attempt_row(r) for r in ordered])
             return created
 
@@ -739,42 +782,47 @@ class Store:
         summary.due_now = sum(1 for d in created if d.due_at <= now and d.lease_owner is None)
         return summary
 
-    async def _settle_workflow(
+    async def _settle_workflows(
         self,
-        workflow_id: str,
-        items: list[tuple[Report, Delivery]],
+        items: Mapping[str, list[tuple[Report, Delivery]]],
         rand: Any,
-        budget: _Handoff | None = None,
+        budget: _Handoff,
+        writes: _Writes,
     ) -> list[Delivery]:
-        """Every answer of one workflow in the batch, in one session of its machine.
+        """Every answer in the batch, one machine session per workflow.
 
         The answered steps are loaded with their direct dependents (known from the
-        cached graph), which is all a completion usually touches.
+        cached graph), which is all a completion usually touches, for every workflow
+        of the batch at once.
         """
-        dependents = (await self._graph_entry(workflow_id)).dependents
-        wanted: set[str] = set()
-        for report, _ in items:
-            step_id = report.job.step_id or ""
-            wanted.add(step_id)
-            wanted.update(dependents.get(step_id, ()))
-        session = await self._session(workflow_id, sorted(wanted))
-        if session is None:
-            await Delivery.filter(id__in=[d.id for _, d in items]).delete()
-            return []
-        machine = session.machine
-        for report, delivery in items:
-            job = report.job
-            assert job.step_id is not None
-            if job.kind is DeliveryKind.STEP:
-                decision = machine.attempt_finished(
-                    job.step_id, job.attempt, report.result, rand=rand
-                )
-            else:
-                decision = machine.compensation_finished(
-                    job.step_id, job.attempt, report.result, rand=rand
-                )
-            await self._after_decision(delivery, decision, session)
-        return await self._run(machine, session.loaded, session.finished, budget)
+        wanted: dict[str, set[str]] = {}
+        for workflow_id, answers in items.items():
+            dependents = (await self._graph_entry(workflow_id)).dependents
+            mine = wanted.setdefault(workflow_id, set())
+            for report, _ in answers:
+                step_id = report.job.step_id or ""
+                mine.add(step_id)
+                mine.update(dependents.get(step_id, ()))
+        sessions = await self._sessions(wanted)
+        for workflow_id, answers in items.items():
+            session = sessions.get(workflow_id)
+            if session is None:  # the workflow was purged
+                writes.finished.extend(d.id for _, d in answers)
+                continue
+            machine = session.machine
+            for report, delivery in answers:
+                job = report.job
+                assert job.step_id is not None
+                if job.kind is DeliveryKind.STEP:
+                    decision = machine.attempt_finished(
+                        job.step_id, job.attempt, report.result, rand=rand
+                    )
+                else:
+                    decision = machine.compensation_finished(
+                        job.step_id, job.attempt, report.result, rand=rand
+                    )
+                await self._after_decision(delivery, decision, session)
+        return await self._run_all(list(sessions.values()), budget, writes)
 
     async def _after_decision(
         self, delivery: Delivery, decision: AttemptDecision | None, session: _Session
@@ -964,25 +1012,68 @@ class Store:
         )
         return _Session(machine, loaded)
 
+    async def _sessions(self, wanted: Mapping[str, Iterable[str]]) -> dict[str, _Session]:
+        """Lock several workflows (in id order) and load the given steps of each, in one
+        query per table for all of them."""
+        query = Workflow.filter(id__in=sorted(wanted)).order_by("id")
+        if _supports_for_update():
+            query = query.select_for_update()
+        workflows = await query
+        loaded: dict[str, dict[str, str]] = {w.id: {} for w in workflows}
+        states = await self._load_many(
+            {w.id: (loaded[w.id], list(wanted[w.id])) for w in workflows}
+        )
+        now = utcnow()
+        sessions: dict[str, _Session] = {}
+        for workflow in workflows:
+            machine = Machine(
+                _workflow_state(workflow),
+                states.get(workflow.id, {}),
+                graph=await self._graph(workflow.id),
+                now=now,
+                seq=time.time_ns,
+                new_run_id=new_run_id,
+            )
+            sessions[workflow.id] = _Session(machine, loaded[workflow.id])
+        return sessions
+
     async def _load_steps(
         self, workflow_id: str, step_ids: Iterable[str] | None, loaded: dict[str, str]
     ) -> dict[str, StepState]:
-        query = Step.filter(workflow_id=workflow_id)
-        deliveries = Delivery.filter(workflow_id=workflow_id, kind=DeliveryKind.STEP)
-        if step_ids is not None:
-            ids = [i for i in step_ids if i not in loaded]
-            if not ids:
-                return {}
-            query = query.filter(step_id__in=ids)
-            deliveries = deliveries.filter(step_id__in=ids)
-        by_step = {d.step_id: d for d in await deliveries}
-        states: dict[str, StepState] = {}
-        for row in await query:
+        found = await self._load_many({workflow_id: (loaded, step_ids)})
+        return found.get(workflow_id, {})
+
+    async def _load_many(
+        self, wanted: Mapping[str, tuple[dict[str, str], Iterable[str] | None]]
+    ) -> dict[str, dict[str, StepState]]:
+        """Steps of several workflows (given ids, or all with None) with their step
+        requests, in one query per table; steps already in ``loaded`` are skipped, and
+        each one read is added there with the status it had."""
+        conditions = []
+        for workflow_id, (loaded, step_ids) in wanted.items():
+            if step_ids is None:
+                conditions.append(Q(workflow_id=workflow_id))
+            else:
+                ids = sorted({i for i in step_ids if i not in loaded})
+                if ids:
+                    conditions.append(Q(workflow_id=workflow_id, step_id__in=ids))
+        if not conditions:
+            return {}
+        where = _any_of(conditions)
+        requests: dict[tuple[str, str], Delivery] = {}
+        for d in await Delivery.filter(where, kind=DeliveryKind.STEP):
+            requests[(d.workflow_id, d.step_id or "")] = d  # type: ignore[attr-defined]
+        found: dict[str, dict[str, StepState]] = {}
+        for row in await Step.filter(where):
+            workflow_id = row.workflow_id  # type: ignore[attr-defined]
+            loaded = wanted[workflow_id][0]
             if row.step_id in loaded:
                 continue
             loaded[row.step_id] = row.status
-            states[row.step_id] = _step_state(row, by_step.get(row.step_id))
-        return states
+            found.setdefault(workflow_id, {})[row.step_id] = _step_state(
+                row, requests.get((workflow_id, row.step_id))
+            )
+        return found
 
     async def _run(
         self,
@@ -991,18 +1082,58 @@ class Store:
         finished: Sequence[int] = (),
         budget: _Handoff | None = None,
     ) -> list[Delivery]:
-        """Run the machine to the end, loading what it asks for, then write its effects."""
-        while (need := machine.run()) is not None:
-            wanted = None if need.all_steps else sorted(need.step_ids)
-            states = await self._load_steps(machine.workflow.id, wanted, loaded)
-            machine.provide(states.values(), all_steps=need.all_steps)
-        if finished:
-            await Delivery.filter(id__in=list(finished)).delete()
-        return await self._apply(machine, loaded, budget)
+        """Run one machine to the end, loading what it asks for, then write its effects."""
+        return await self._run_all([_Session(machine, loaded, list(finished))], budget)
 
-    async def _apply(
-        self, machine: Machine, loaded: dict[str, str], budget: _Handoff | None = None
+    async def _run_all(
+        self,
+        sessions: Sequence[_Session],
+        budget: _Handoff | None = None,
+        writes: _Writes | None = None,
     ) -> list[Delivery]:
+        """Run machines to the end, loading what they ask for (one query per table for
+        all of them, round by round), then write their effects.
+
+        With ``writes``, the effects are only collected there, for the caller to write
+        with the rest of its transaction.
+        """
+        pending = list(sessions)
+        while pending:
+            needs = {}
+            for session in pending:
+                need = session.machine.run()
+                if need is not None:
+                    needs[session.machine.workflow.id] = (session, need)
+            if not needs:
+                break
+            states = await self._load_many(
+                {
+                    workflow_id: (session.loaded, None if need.all_steps else need.step_ids)
+                    for workflow_id, (session, need) in needs.items()
+                }
+            )
+            for workflow_id, (session, need) in needs.items():
+                session.machine.provide(
+                    states.get(workflow_id, {}).values(), all_steps=need.all_steps
+                )
+            pending = [session for session, _ in needs.values()]
+        batch = writes if writes is not None else _Writes()
+        rows: list[Delivery] = []
+        for session in sessions:
+            batch.finished.extend(session.finished)
+            rows.extend(self._collect(session.machine, session.loaded, budget, batch))
+        if writes is None:
+            await self._write(batch, budget)
+        return rows
+
+    def _collect(
+        self,
+        machine: Machine,
+        loaded: dict[str, str],
+        budget: _Handoff | None,
+        writes: _Writes,
+    ) -> list[Delivery]:
+        """Turn the machine's effects into rows and conditional updates (not yet written)."""
         effects = machine.effects
         workflow_id = machine.workflow.id
         handed: list[str] = []
@@ -1019,28 +1150,16 @@ class Store:
             budget.remaining -= len(handed)
         for step_id, changes in effects.steps.items():
             fields = {k: (json_value(v) if k == "result" else v) for k, v in changes.items()}
-            updated = await Step.filter(
-                workflow_id=workflow_id, step_id=step_id, status=loaded[step_id]
-            ).update(**fields)
-            if updated != 1:
-                raise TransitionRejected(
-                    f"step {workflow_id}/{step_id} changed under us (expected {loaded[step_id]})"
-                )
+            writes.steps.append(((workflow_id, step_id), loaded[step_id], fields))
             if "status" in changes:
                 loaded[step_id] = str(changes["status"])
         if effects.workflow:
             fields = dict(effects.workflow)
             if "status" in fields and fields["status"] in TERMINAL_WORKFLOW_STATUSES:
                 fields.setdefault("completed_at", machine.now)
-            if isinstance(fields.get("end_reason"), WorkflowErrorCode):
-                fields["end_reason"] = fields["end_reason"].value
             fields["compensation_started"] = machine.workflow.compensation_started
-            await Workflow.filter(id=workflow_id).update(**fields)
-        dropped = [d.step_id for d in effects.drops]
-        if dropped:
-            await Delivery.filter(
-                workflow_id=workflow_id, step_id__in=dropped, kind=DeliveryKind.STEP
-            ).delete()
+            writes.workflows.setdefault(workflow_id, {}).update(fields)
+        writes.drops.extend((workflow_id, d.step_id) for d in effects.drops)
         now = time.time()
         handed_set = set(handed)
         rows = []
@@ -1061,16 +1180,12 @@ class Store:
                     lease_until=now + budget.lease_seconds if mine and budget else None,
                 )
             )
-        if rows:
-            await Delivery.bulk_create(rows)
-            if len(handed) < len(rows):
-                await _notify_due()
+        writes.deliveries.extend(rows)
         if effects.events:
             self.event_tally.update(e.type for e in effects.events)
             for e in effects.events:
                 _log_event(workflow_id, e.type, e.step_id, e.data)
-            await Event.bulk_create(
-                [
+                writes.events.append(
                     Event(
                         workflow_id=workflow_id,
                         step_id=e.step_id,
@@ -1078,45 +1193,79 @@ class Store:
                         at=machine.now,
                         data=e.data,
                     )
-                    for e in effects.events
-                ]
-            )
-        if handed and budget is not None:
-            budget.jobs.extend(await self._handoff_jobs(machine, handed, now))
+                )
+        if handed:
+            writes.handed.append((machine, handed, now))
         machine.effects = Effects()
         return rows
 
-    async def _handoff_jobs(
-        self, machine: Machine, step_ids: list[str], due_at: float
-    ) -> list[Job]:
-        """Jobs for step requests this transaction claimed as it made them due."""
-        workflow_id = machine.workflow.id
-        ids = dict(
+    async def _write(self, writes: _Writes, budget: _Handoff | None = None) -> None:
+        """Write what ``_collect`` gathered: a few statements for any number of workflows."""
+        if writes.finished:
+            await Delivery.filter(id__in=writes.finished).delete()
+        if writes.drops:
+            by_workflow: dict[str, list[str]] = {}
+            for workflow_id, step_id in writes.drops:
+                by_workflow.setdefault(workflow_id, []).append(step_id)
             await Delivery.filter(
-                workflow_id=workflow_id,
+                _any_of(Q(workflow_id=w, step_id__in=s) for w, s in by_workflow.items()),
                 kind=DeliveryKind.STEP,
-                step_id__in=step_ids,
-                attempt=1,
-                lease_owner=self.owner,
-            ).values_list("step_id", "id")
-        )
-        ancestry, states = await self._ancestor_states(workflow_id, step_ids, machine.steps)
-        jobs = []
-        for step_id in step_ids:
-            step = machine.steps[step_id]
-            jobs.append(
-                _step_job(
-                    int(ids[step_id]),
-                    machine.workflow,
-                    step,
-                    kind=DeliveryKind.STEP,
-                    attempt=1,
-                    message_id=message_id(workflow_id, step_id, DeliveryKind.STEP, step.run_id),
-                    url=step.url,
-                    previous=previous_steps(ancestry[step_id], states),
-                    due_at=due_at,
-                )
+            ).delete()
+        if writes.steps:
+            matched = await _update_many(
+                Step,
+                [
+                    ({"workflow_id": w, "step_id": s}, {"status": expected}, fields)
+                    for (w, s), expected, fields in writes.steps
+                ],
             )
+            if len(matched) != len(writes.steps):
+                moved = len(writes.steps) - len(matched)
+                raise TransitionRejected(f"{moved} of {len(writes.steps)} steps changed under us")
+        if writes.workflows:
+            await _update_many(
+                Workflow, [({"id": w}, {}, fields) for w, fields in writes.workflows.items()]
+            )
+        if writes.deliveries:
+            await Delivery.bulk_create(writes.deliveries)
+            handed = sum(len(steps) for _, steps, _ in writes.handed)
+            if handed < len(writes.deliveries):
+                await _notify_due()
+        if writes.events:
+            await Event.bulk_create(writes.events)
+        if writes.handed and budget is not None:
+            budget.jobs.extend(await self._handoff_jobs(writes.handed))
+
+    async def _handoff_jobs(self, handed: Sequence[tuple[Machine, list[str], float]]) -> list[Job]:
+        """Jobs for step requests this transaction claimed as it made them due."""
+        ids: dict[tuple[str, str], int] = {}
+        for workflow_id, step_id, delivery_id in await Delivery.filter(
+            _any_of(Q(workflow_id=m.workflow.id, step_id__in=steps) for m, steps, _ in handed),
+            kind=DeliveryKind.STEP,
+            attempt=1,
+            lease_owner=self.owner,
+        ).values_list("workflow_id", "step_id", "id"):
+            ids[(str(workflow_id), str(step_id))] = int(delivery_id)
+        lines = await self._ancestry([(m.workflow.id, steps, m.steps) for m, steps, _ in handed])
+        jobs = []
+        for machine, step_ids, due_at in handed:
+            workflow_id = machine.workflow.id
+            ancestry, states = lines[workflow_id]
+            for step_id in step_ids:
+                step = machine.steps[step_id]
+                jobs.append(
+                    _step_job(
+                        ids[(workflow_id, step_id)],
+                        machine.workflow,
+                        step,
+                        kind=DeliveryKind.STEP,
+                        attempt=1,
+                        message_id=message_id(workflow_id, step_id, DeliveryKind.STEP, step.run_id),
+                        url=step.url,
+                        previous=previous_steps(ancestry[step_id], states),
+                        due_at=due_at,
+                    )
+                )
         return jobs
 
     # ----------------------------------------------------------------- helpers
@@ -1163,6 +1312,27 @@ class _Session:
     finished: list[int] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Writes:
+    """What one transaction writes, gathered from every machine it ran, written at once.
+
+    A batch of answers from many workflows costs a handful of statements, not a
+    handful per workflow.
+    """
+
+    #: Delivery rows whose answers were settled.
+    finished: list[int] = field(default_factory=list)
+    #: (workflow, step) whose step request row is dropped.
+    drops: list[tuple[str, str]] = field(default_factory=list)
+    #: ((workflow, step), the status it was loaded with, fields to write).
+    steps: list[tuple[tuple[str, str], str, dict[str, Any]]] = field(default_factory=list)
+    workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    #: Step requests claimed as they were made due: (machine, step ids, due time).
+    handed: list[tuple[Machine, list[str], float]] = field(default_factory=list)
+
+
 #: Events worth a line at info level; every other event is logged at debug.
 _NOTABLE_EVENTS = frozenset(
     {
@@ -1201,6 +1371,121 @@ async def _notify_due() -> None:
     """Tell other processes new work is due (PostgreSQL; sent when the transaction commits)."""
     if _supports_for_update():
         await Delivery._meta.db.execute_query(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
+
+
+def _any_of(conditions: Iterable[Q]) -> Q:
+    """OR of the conditions (at least one)."""
+    found = list(conditions)
+    return Q(*found, join_type="OR") if len(found) > 1 else found[0]
+
+
+_UpdateRow = tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]
+
+
+async def _update_many(model: type[Model], rows: Sequence[_UpdateRow]) -> list[tuple[Any, ...]]:
+    """Update many rows, each with its own values, in one statement per shape.
+
+    Each row is (key columns, guard columns, fields to set): it is updated only if its
+    guard columns still hold the given values, and only the fields it names are set.
+    Rows of the same shape (same columns) go in one statement: a prepared statement
+    run for every row on SQLite, one UPDATE over arrays on PostgreSQL. Answers the keys
+    of the rows that matched (zero rows updated means someone else won); on SQLite,
+    which cannot say which rows of a batch matched, a short count raises
+    TransitionRejected so the transaction runs again.
+    """
+    db = model._meta.db
+    postgres = db.schema_generator.DIALECT == "postgres"
+    shapes: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[_UpdateRow]] = {}
+    for row in rows:
+        key, guard, changes = row
+        shapes.setdefault((tuple(key), tuple(guard), tuple(sorted(changes))), []).append(row)
+    matched: list[tuple[Any, ...]] = []
+    for (keys, guards, names), group in shapes.items():
+        if postgres:
+            sql, params = _pg_update(model, keys, guards, names, group)
+            found = await db.execute_query_dict(sql, params)
+            matched.extend(tuple(f[c] for c in keys) for f in found)
+            continue
+        sql, values = _sqlite_update(model, keys, guards, names, group)
+        async with db.acquire_connection() as connection:
+            before = connection.total_changes
+            await connection.executemany(sql, values)
+            count = connection.total_changes - before
+        if count != len(group):
+            raise TransitionRejected(
+                f"{len(group) - count} of {len(group)} {model._meta.db_table} rows changed under us"
+            )
+        matched.extend(tuple(key[c] for c in keys) for key, _, _ in group)
+    return matched
+
+
+def _db_value(model: type[Model], name: str, value: Any) -> Any:
+    value = model._meta.fields_map[name].to_db_value(value, model)
+    return value.value if isinstance(value, Enum) else value
+
+
+def _column(model: type[Model], name: str) -> str:
+    return '"' + (model._meta.fields_map[name].source_field or name) + '"'
+
+
+def _sqlite_update(
+    model: type[Model],
+    keys: tuple[str, ...],
+    guards: tuple[str, ...],
+    names: tuple[str, ...],
+    rows: Sequence[_UpdateRow],
+) -> tuple[str, list[list[Any]]]:
+    sets = ", ".join(f"{_column(model, n)} = ?" for n in names)
+    where = " AND ".join(f"{_column(model, c)} = ?" for c in (*keys, *guards))
+    sql = f'UPDATE "{model._meta.db_table}" SET {sets} WHERE {where}'
+    values = [
+        [_db_value(model, n, changes[n]) for n in names]
+        + [_db_value(model, c, key[c]) for c in keys]
+        + [_db_value(model, c, guard[c]) for c in guards]
+        for key, guard, changes in rows
+    ]
+    return sql, values
+
+
+def _pg_update(
+    model: type[Model],
+    keys: tuple[str, ...],
+    guards: tuple[str, ...],
+    names: tuple[str, ...],
+    rows: Sequence[_UpdateRow],
+) -> tuple[str, list[Any]]:
+    """UPDATE … FROM unnest(arrays): one statement and one parameter per column."""
+    fields_map = model._meta.fields_map
+    columns = [("k", c) for c in keys] + [("g", c) for c in guards] + [("s", n) for n in names]
+    params: list[Any] = []
+    arrays = []
+    for i, (part, name) in enumerate(columns):
+        sql_type = fields_map[name].get_for_dialect("postgres", "SQL_TYPE")
+        if part == "k":
+            params.append([_db_value(model, name, key[name]) for key, _, _ in rows])
+        elif part == "g":
+            params.append([_db_value(model, name, guard[name]) for _, guard, _ in rows])
+        else:
+            params.append([_db_value(model, name, changes[name]) for _, _, changes in rows])
+        arrays.append(f"${i + 1}::{sql_type}[]")
+    aliases = [f"c{i}" for i in range(len(columns))]
+    sets = ", ".join(
+        f"{_column(model, name)} = v.{alias}"
+        for (part, name), alias in zip(columns, aliases, strict=True)
+        if part == "s"
+    )
+    where = " AND ".join(
+        f"t.{_column(model, name)} = v.{alias}"
+        for (part, name), alias in zip(columns, aliases, strict=True)
+        if part != "s"
+    )
+    returning = ", ".join(f"t.{_column(model, c)}" for c in keys)
+    sql = (
+        f'UPDATE "{model._meta.db_table}" AS t SET {sets} '
+        f"FROM unnest({', '.join(arrays)}) AS v({', '.join(aliases)}) "
+        f"WHERE {where} RETURNING {returning}"
+    )
+    return sql, params
 
 
 #: Errors PostgreSQL raises when concurrent transactions collide; the transaction is

@@ -471,3 +471,73 @@ async def test_counts_by_status(store: Store) -> None:
     assert counts["running"] == 1
     assert counts["completed"] == 0
     assert set(counts) >= {"pending", "compensation_failed"}
+
+
+async def test_batched_updates_are_conditional_and_touch_only_named_fields(
+    store: Store, database_url: str
+) -> None:
+    """The batch writer behind settle: each row is updated only if its guard still holds,
+    with its own values, and fields it does not name keep theirs."""
+    from tortoise.transactions import in_transaction
+
+    from app.errors import TransitionRejected
+    from app.models import Step
+    from app.store import _update_many
+
+    await create(
+        store,
+        {
+            "id": "bw",
+            "steps": [
+                {"id": "a", "url": "http://h/a"},
+                {"id": "b", "url": "http://h/b"},
+                {"id": "c", "url": "http://h/c", "dependsOn": ["a", "b"]},
+            ],
+        },
+    )
+    stamp = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    async with in_transaction():
+        matched = await _update_many(
+            Step,
+            [
+                (
+                    {"workflow_id": "bw", "step_id": "a"},
+                    {"status": "running"},
+                    {"status": "completed", "result": {"n": 1}, "completed_at": stamp},
+                ),
+                (
+                    {"workflow_id": "bw", "step_id": "b"},
+                    {"status": "running"},
+                    {"status": "completed", "result": {"n": 2}, "completed_at": stamp},
+                ),
+                (
+                    {"workflow_id": "bw", "step_id": "c"},
+                    {"status": "pending"},
+                    {"deps_remaining": 0},
+                ),
+            ],
+        )
+    assert sorted(matched) == [("bw", "a"), ("bw", "b"), ("bw", "c")]
+    steps = steps_by_id((await store.get_workflow("bw")) or {})
+    assert steps["a"]["status"] == "completed" and steps["a"]["result"] == {"n": 1}
+    assert steps["b"]["result"] == {"n": 2}
+    assert steps["a"]["completedAt"] == "2026-01-02T03:04:05.678Z"
+    assert steps["c"]["status"] == "pending" and steps["c"]["completedAt"] is None
+    # A row whose guard no longer holds is not touched.
+    rows = [
+        ({"workflow_id": "bw", "step_id": "a"}, {"status": "running"}, {"status": "failed"}),
+        ({"workflow_id": "bw", "step_id": "c"}, {"status": "pending"}, {"attempts": 7}),
+    ]
+    if database_url.startswith("sqlite"):
+        # SQLite cannot say which row of a batch missed: the transaction runs again.
+        with pytest.raises(TransitionRejected):
+            async with in_transaction():
+                await _update_many(Step, rows)
+        expected_attempts = 0
+    else:
+        async with in_transaction():
+            assert await _update_many(Step, rows) == [("bw", "c")]
+        expected_attempts = 7
+    steps = steps_by_id((await store.get_workflow("bw")) or {})
+    assert steps["a"]["status"] == "completed"
+    assert steps["c"]["attempts"] == expected_attempts
