@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 
 from app.delivery import Deliverer
+from app.engine import Outcome
 from app.metrics import Metrics
 from app.store import Job, Report, Store
 
@@ -60,6 +61,8 @@ class Dispatcher:
         self._rand = random.random
         #: Slots promised to a claim or settle transaction under way.
         self._reserved = 0
+        #: The last claim was cut short by the free slots: more may be due already.
+        self._backlog = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -145,6 +148,7 @@ class Dispatcher:
             self._wake.clear()
             free = self._free_slots()
             claimed = 0
+            self._backlog = free <= 0
             if free > 0:
                 wanted = min(free, CLAIM_BATCH)
                 self._reserved += wanted
@@ -160,6 +164,7 @@ class Dispatcher:
                     self._spawn(job)
                 claimed = len(jobs)
                 if claimed and claimed == min(free, CLAIM_BATCH):
+                    self._backlog = True
                     continue  # there may be more due right now
             await self._sleep(free > 0 and claimed == 0)
 
@@ -260,7 +265,16 @@ class Dispatcher:
             self.release(handoff, summary.jobs if summary is not None else ())
         for report in batch:
             self._inflight.pop(report.job.delivery_id, None)
-        if summary is None or summary.due_now or not self._stopping:
+        # Look at the database again when this batch left work due that it did not hand
+        # off, when an earlier claim found more due than there were free slots (slots
+        # are free now), or when an answer may have scheduled a retry or an async
+        # deadline (the claim loop's sleep must not outlast it).
+        if (
+            summary is None
+            or summary.due_now
+            or (self._backlog and not self._stopping)
+            or any(r.result.outcome is not Outcome.COMPLETED for r in batch)
+        ):
             self._wake.set()
 
     # ----------------------------------------------------------------- leases

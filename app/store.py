@@ -25,10 +25,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any, TypeVar
+from types import SimpleNamespace
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import orjson
+from tortoise import fields
 from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.expressions import Q
 from tortoise.functions import Count
@@ -188,7 +190,7 @@ class _Graph:
 class _Tx:
     """Events one claim transaction accumulates before writing them in bulk."""
 
-    events: list[Event] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
     now: datetime = field(default_factory=utcnow)
     #: Workflows found past their deadline while claiming.
     expired: set[str] = field(default_factory=set)
@@ -196,7 +198,13 @@ class _Tx:
 
     def event(self, workflow_id: str, type_: str, step_id: str | None = None, **data: Any) -> None:
         self.events.append(
-            Event(workflow_id=workflow_id, step_id=step_id, type=type_, at=self.now, data=data)
+            {
+                "workflow_id": workflow_id,
+                "step_id": step_id,
+                "type": type_,
+                "at": self.now,
+                "data": data,
+            }
         )
 
 
@@ -308,7 +316,7 @@ class Store:
         now = utcnow()
         deps = {s.id: list(s.depends_on) for s in spec.steps}
         dependents = dag.dependents_of(deps)
-        workflow = Workflow(
+        workflow = SimpleNamespace(
             id=workflow_id,
             name=spec.name,
             status=WorkflowStatus.RUNNING,
@@ -332,7 +340,7 @@ class Store:
             compensation_started=False,
         )
         rows = [
-            Step(
+            SimpleNamespace(
                 workflow_id=workflow_id,
                 step_id=s.id,
                 position=position,
@@ -386,8 +394,8 @@ class Store:
         for name, value in writes.workflows.pop(workflow_id, {}).items():
             setattr(workflow, name, value)
         writes.steps.clear()
-        await workflow.save(force_create=True)
-        await Step.bulk_create(rows, batch_size=1000)
+        await _insert_many(Workflow, [vars(workflow)])
+        await _insert_many(Step, [vars(r) for r in rows])
         await self._write(writes, budget)
         return _status_document(workflow, rows)
 
@@ -559,19 +567,24 @@ class Store:
 
     async def _describe(self, rows: Sequence[Delivery], tx: _Tx) -> list[Job]:
         workflow_ids = {r.workflow_id for r in rows}  # type: ignore[attr-defined]
-        workflows = {w.id: w for w in await Workflow.filter(id__in=workflow_ids)}
+        workflows = {
+            w.id: w
+            for w in await _fetch(
+                Workflow, WORKFLOW_STATE_COLUMNS, _Where(Workflow).isin("id", workflow_ids)
+            )
+        }
         by_workflow: dict[str, list[str]] = {}
         for r in rows:
             if r.step_id:
                 by_workflow.setdefault(r.workflow_id, []).append(r.step_id)  # type: ignore[attr-defined]
-        step_rows: dict[tuple[str, str], Step] = {}
+        step_rows: dict[tuple[str, str], SimpleNamespace] = {}
         ancestry: dict[tuple[str, str], list[str]] = {}
         states: dict[str, dict[str, dict[str, Any]]] = {}
         if by_workflow:
-            for s in await Step.filter(
-                _any_of(Q(workflow_id=w, step_id__in=ids) for w, ids in by_workflow.items())
+            for s in await _fetch(
+                Step, STEP_STATE_COLUMNS, _Where(Step).groups("workflow_id", "step_id", by_workflow)
             ):
-                step_rows[(s.workflow_id, s.step_id)] = s  # type: ignore[attr-defined]
+                step_rows[(s.workflow_id, s.step_id)] = s
             found = await self._ancestry([(w, ids, None) for w, ids in by_workflow.items()])
             for owner_id, (lines, known) in found.items():
                 states[owner_id] = known
@@ -689,11 +702,16 @@ class Store:
                 missing[workflow_id] = sorted(wanted - set(known))
             answer[workflow_id] = (ancestry, states)
         if missing:
-            rows = await Step.filter(
-                _any_of(Q(workflow_id=w, step_id__in=s) for w, s in missing.items())
-            ).values("workflow_id", "step_id", "status", "result", "error")
-            for row in rows:
-                answer[row["workflow_id"]][1][row["step_id"]] = row
+            for row in await _fetch(
+                Step,
+                ("workflow_id", "step_id", "status", "result", "error"),
+                _Where(Step).groups("workflow_id", "step_id", missing),
+            ):
+                answer[row.workflow_id][1][row.step_id] = {
+                    "status": row.status,
+                    "result": row.result,
+                    "error": row.error,
+                }
         return answer
 
     async def renew_leases(self, delivery_ids: Iterable[int], *, lease_seconds: float) -> int:
@@ -749,15 +767,22 @@ class Store:
         # that share workflows cannot deadlock.
         ordered = sorted(reports, key=lambda r: (r.job.workflow_id, r.job.delivery_id))
 
-        async def transaction() -> list[Delivery]:
+        async def transaction() -> list[dict[str, Any]]:
             budget.remaining = handoff
             budget.jobs = []
             writes = _Writes()
-            created: list[Delivery] = []
+            created: list[dict[str, Any]] = []
             async with in_transaction():
                 ids = [r.job.delivery_id for r in ordered]
-                deliveries = {d.id: d for d in await Delivery.filter(id__in=ids)}
-                by_workflow: dict[str, list[tuple[Report, Delivery]]] = {}
+                deliveries = {
+                    d.id: d
+                    for d in await _fetch(
+                        Delivery,
+                        ("id", "workflow_id", "step_id", "attempt"),
+                        _Where(Delivery).isin("id", ids),
+                    )
+                }
+                by_workflow: dict[str, list[tuple[Report, _Row]]] = {}
                 for report in ordered:
                     job = report.job
                     # The delivery must still be ours, for this attempt: a process whose
@@ -772,23 +797,23 @@ class Store:
                 if by_workflow:
                     created = await self._settle_workflows(by_workflow, rand, budget, writes)
                 await self._write(writes, budget)
-                await Attempt.bulk_create([_attempt_row(r) for r in ordered])
+                await _insert_many(Attempt, [_attempt_row(r) for r in ordered])
             return created
 
         budget = _Handoff(handoff, lease_seconds)
         created = await retry_transaction(transaction)
         now = time.time()
         summary.jobs = budget.jobs
-        summary.due_now = sum(1 for d in created if d.due_at <= now and d.lease_owner is None)
+        summary.due_now = sum(1 for d in created if d["due_at"] <= now and d["lease_owner"] is None)
         return summary
 
     async def _settle_workflows(
         self,
-        items: Mapping[str, list[tuple[Report, Delivery]]],
+        items: Mapping[str, list[tuple[Report, _Row]]],
         rand: Any,
         budget: _Handoff,
         writes: _Writes,
-    ) -> list[Delivery]:
+    ) -> list[dict[str, Any]]:
         """Every answer in the batch, one machine session per workflow.
 
         The answered steps are loaded with their direct dependents (known from the
@@ -825,7 +850,7 @@ class Store:
         return await self._run_all(list(sessions.values()), budget, writes)
 
     async def _after_decision(
-        self, delivery: Delivery, decision: AttemptDecision | None, session: _Session
+        self, delivery: _Row, decision: AttemptDecision | None, session: _Session
     ) -> None:
         """Keep, reschedule, park (async) or remove the delivery row the answer was for."""
         if decision is None or decision.status in (StepStatus.COMPLETED, StepStatus.FAILED):
@@ -846,7 +871,7 @@ class Store:
                 session.finished.append(delivery.id)
 
     async def _settle_callback(
-        self, job: Job, result: AttemptResult, delivery: Delivery, rand: Any
+        self, job: Job, result: AttemptResult, delivery: _Row, rand: Any
     ) -> None:
         decision = decide_after_attempt(result, job.attempt, job.policy, rand=rand)
         if decision.status is StepStatus.RETRYING:
@@ -863,7 +888,7 @@ class Store:
             workflow_id=job.workflow_id, step_id=None, type=type_, at=utcnow(), data=data
         )
 
-    async def _reschedule(self, delivery: Delivery, retry_in: float) -> None:
+    async def _reschedule(self, delivery: _Row, retry_in: float) -> None:
         await Delivery.filter(id=delivery.id).update(
             attempt=delivery.attempt + 1,
             due_at=time.time() + retry_in,
@@ -1015,10 +1040,12 @@ class Store:
     async def _sessions(self, wanted: Mapping[str, Iterable[str]]) -> dict[str, _Session]:
         """Lock several workflows (in id order) and load the given steps of each, in one
         query per table for all of them."""
-        query = Workflow.filter(id__in=sorted(wanted)).order_by("id")
-        if _supports_for_update():
-            query = query.select_for_update()
-        workflows = await query
+        workflows = await _fetch(
+            Workflow,
+            WORKFLOW_STATE_COLUMNS,
+            _Where(Workflow).isin("id", sorted(wanted)),
+            " ORDER BY id FOR UPDATE" if _supports_for_update() else "",
+        )
         loaded: dict[str, dict[str, str]] = {w.id: {} for w in workflows}
         states = await self._load_many(
             {w.id: (loaded[w.id], list(wanted[w.id])) for w in workflows}
@@ -1049,23 +1076,28 @@ class Store:
         """Steps of several workflows (given ids, or all with None) with their step
         requests, in one query per table; steps already in ``loaded`` are skipped, and
         each one read is added there with the status it had."""
-        conditions = []
+        groups: dict[str, list[str] | None] = {}
         for workflow_id, (loaded, step_ids) in wanted.items():
             if step_ids is None:
-                conditions.append(Q(workflow_id=workflow_id))
+                groups[workflow_id] = None
             else:
                 ids = sorted({i for i in step_ids if i not in loaded})
                 if ids:
-                    conditions.append(Q(workflow_id=workflow_id, step_id__in=ids))
-        if not conditions:
+                    groups[workflow_id] = ids
+        if not groups:
             return {}
-        where = _any_of(conditions)
-        requests: dict[tuple[str, str], Delivery] = {}
-        for d in await Delivery.filter(where, kind=DeliveryKind.STEP):
-            requests[(d.workflow_id, d.step_id or "")] = d  # type: ignore[attr-defined]
+        requests: dict[tuple[str, str], SimpleNamespace] = {}
+        for d in await _fetch(
+            Delivery,
+            DELIVERY_VIEW_COLUMNS,
+            _Where(Delivery).groups("workflow_id", "step_id", groups).eq("kind", DeliveryKind.STEP),
+        ):
+            requests[(d.workflow_id, d.step_id or "")] = d
         found: dict[str, dict[str, StepState]] = {}
-        for row in await Step.filter(where):
-            workflow_id = row.workflow_id  # type: ignore[attr-defined]
+        for row in await _fetch(
+            Step, STEP_STATE_COLUMNS, _Where(Step).groups("workflow_id", "step_id", groups)
+        ):
+            workflow_id = row.workflow_id
             loaded = wanted[workflow_id][0]
             if row.step_id in loaded:
                 continue
@@ -1081,7 +1113,7 @@ class Store:
         loaded: dict[str, str],
         finished: Sequence[int] = (),
         budget: _Handoff | None = None,
-    ) -> list[Delivery]:
+    ) -> list[dict[str, Any]]:
         """Run one machine to the end, loading what it asks for, then write its effects."""
         return await self._run_all([_Session(machine, loaded, list(finished))], budget)
 
@@ -1090,7 +1122,7 @@ class Store:
         sessions: Sequence[_Session],
         budget: _Handoff | None = None,
         writes: _Writes | None = None,
-    ) -> list[Delivery]:
+    ) -> list[dict[str, Any]]:
         """Run machines to the end, loading what they ask for (one query per table for
         all of them, round by round), then write their effects.
 
@@ -1118,7 +1150,7 @@ class Store:
                 )
             pending = [session for session, _ in needs.values()]
         batch = writes if writes is not None else _Writes()
-        rows: list[Delivery] = []
+        rows: list[dict[str, Any]] = []
         for session in sessions:
             batch.finished.extend(session.finished)
             rows.extend(self._collect(session.machine, session.loaded, budget, batch))
@@ -1132,7 +1164,7 @@ class Store:
         loaded: dict[str, str],
         budget: _Handoff | None,
         writes: _Writes,
-    ) -> list[Delivery]:
+    ) -> list[dict[str, Any]]:
         """Turn the machine's effects into rows and conditional updates (not yet written)."""
         effects = machine.effects
         workflow_id = machine.workflow.id
@@ -1166,19 +1198,20 @@ class Store:
         for d in effects.deliveries:
             mine = d.kind is DeliveryKind.STEP and d.step_id in handed_set
             rows.append(
-                Delivery(
-                    workflow_id=workflow_id,
-                    step_id=d.step_id,
-                    kind=d.kind,
-                    attempt=1,
-                    message_id=message_id(workflow_id, d.step_id, d.kind, d.run_id),
-                    due_at=now,
-                    url=d.url,
-                    payload=d.payload,
-                    started=mine,
-                    lease_owner=self.owner if mine else None,
-                    lease_until=now + budget.lease_seconds if mine and budget else None,
-                )
+                {
+                    "workflow_id": workflow_id,
+                    "step_id": d.step_id,
+                    "kind": d.kind,
+                    "attempt": 1,
+                    "message_id": message_id(workflow_id, d.step_id, d.kind, d.run_id),
+                    "due_at": now,
+                    "url": d.url,
+                    "payload": d.payload,
+                    "started": mine,
+                    "awaiting": False,
+                    "lease_owner": self.owner if mine else None,
+                    "lease_until": now + budget.lease_seconds if mine and budget else None,
+                }
             )
         writes.deliveries.extend(rows)
         if effects.events:
@@ -1186,13 +1219,13 @@ class Store:
             for e in effects.events:
                 _log_event(workflow_id, e.type, e.step_id, e.data)
                 writes.events.append(
-                    Event(
-                        workflow_id=workflow_id,
-                        step_id=e.step_id,
-                        type=e.type,
-                        at=machine.now,
-                        data=e.data,
-                    )
+                    {
+                        "workflow_id": workflow_id,
+                        "step_id": e.step_id,
+                        "type": e.type,
+                        "at": machine.now,
+                        "data": e.data,
+                    }
                 )
         if handed:
             writes.handed.append((machine, handed, now))
@@ -1227,25 +1260,28 @@ class Store:
                 Workflow, [({"id": w}, {}, fields) for w, fields in writes.workflows.items()]
             )
         if writes.deliveries:
-            await Delivery.bulk_create(writes.deliveries)
+            await _insert_many(Delivery, writes.deliveries)
             handed = sum(len(steps) for _, steps, _ in writes.handed)
             if handed < len(writes.deliveries):
                 await _notify_due()
         if writes.events:
-            await Event.bulk_create(writes.events)
+            await _insert_many(Event, writes.events)
         if writes.handed and budget is not None:
             budget.jobs.extend(await self._handoff_jobs(writes.handed))
 
     async def _handoff_jobs(self, handed: Sequence[tuple[Machine, list[str], float]]) -> list[Job]:
         """Jobs for step requests this transaction claimed as it made them due."""
         ids: dict[tuple[str, str], int] = {}
-        for workflow_id, step_id, delivery_id in await Delivery.filter(
-            _any_of(Q(workflow_id=m.workflow.id, step_id__in=steps) for m, steps, _ in handed),
-            kind=DeliveryKind.STEP,
-            attempt=1,
-            lease_owner=self.owner,
-        ).values_list("workflow_id", "step_id", "id"):
-            ids[(str(workflow_id), str(step_id))] = int(delivery_id)
+        for d in await _fetch(
+            Delivery,
+            ("workflow_id", "step_id", "id"),
+            _Where(Delivery)
+            .groups("workflow_id", "step_id", {m.workflow.id: steps for m, steps, _ in handed})
+            .eq("kind", DeliveryKind.STEP)
+            .eq("attempt", 1)
+            .eq("lease_owner", self.owner),
+        ):
+            ids[(d.workflow_id, d.step_id)] = d.id
         lines = await self._ancestry([(m.workflow.id, steps, m.steps) for m, steps, _ in handed])
         jobs = []
         for machine, step_ids, due_at in handed:
@@ -1272,8 +1308,8 @@ class Store:
 
     async def _flush(self, tx: _Tx) -> None:
         if tx.events:
-            self.event_tally.update(e.type for e in tx.events)
-            await Event.bulk_create(tx.events)
+            self.event_tally.update(e["type"] for e in tx.events)
+            await _insert_many(Event, tx.events)
 
     def _remember_graph(
         self,
@@ -1327,8 +1363,8 @@ class _Writes:
     #: ((workflow, step), the status it was loaded with, fields to write).
     steps: list[tuple[tuple[str, str], str, dict[str, Any]]] = field(default_factory=list)
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    deliveries: list[Delivery] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
     #: Step requests claimed as they were made due: (machine, step ids, due time).
     handed: list[tuple[Machine, list[str], float]] = field(default_factory=list)
 
@@ -1377,6 +1413,142 @@ def _any_of(conditions: Iterable[Q]) -> Q:
     """OR of the conditions (at least one)."""
     found = list(conditions)
     return Q(*found, join_type="OR") if len(found) > 1 else found[0]
+
+
+#: A row read with ``_fetch`` or a model instance: read by attribute either way.
+_Row = Delivery | SimpleNamespace
+
+#: Columns a machine needs of a step, a workflow, and a step's request row.
+STEP_STATE_COLUMNS = (
+    "workflow_id",
+    "step_id",
+    "status",
+    "depends_on",
+    "dependents",
+    "deps_remaining",
+    "url",
+    "run_id",
+    "retry",
+    "timeout",
+    "continue_on_failure",
+    "condition",
+    "compensation",
+    "attempts",
+    "completion_seq",
+    "compensation_status",
+    "result",
+    "error",
+    "position",
+)
+WORKFLOW_STATE_COLUMNS = (
+    "id",
+    "name",
+    "status",
+    "context",
+    "fail_fast",
+    "saga",
+    "failed_step",
+    "open_steps",
+    "step_count",
+    "timeout",
+    "end_reason",
+    "on_complete",
+    "on_error",
+    "error",
+    "compensation_started",
+    "deadline_at",
+)
+DELIVERY_VIEW_COLUMNS = ("workflow_id", "step_id", "kind", "attempt", "lease_owner", "awaiting")
+
+
+class _Where:
+    """A WHERE clause and its parameters, with the placeholders of the connection's dialect."""
+
+    def __init__(self, model: type[Model]) -> None:
+        self.model = model
+        self.postgres = model._meta.db.schema_generator.DIALECT == "postgres"
+        self.params: list[Any] = []
+        self.parts: list[str] = []
+
+    def param(self, value: Any) -> str:
+        self.params.append(value.value if isinstance(value, Enum) else value)
+        return f"${len(self.params)}" if self.postgres else "?"
+
+    def eq(self, name: str, value: Any) -> _Where:
+        self.parts.append(f"{_column(self.model, name)} = {self.param(value)}")
+        return self
+
+    def isin(self, name: str, values: Iterable[Any]) -> _Where:
+        marks = ", ".join(self.param(v) for v in values)
+        self.parts.append(f"{_column(self.model, name)} IN ({marks})")
+        return self
+
+    def groups(self, outer: str, inner: str, groups: Mapping[str, Iterable[Any] | None]) -> _Where:
+        """Rows whose ``outer`` is a key of ``groups`` and whose ``inner`` is one of its
+        values (any ``inner`` when the values are None)."""
+        terms = []
+        for key, values in groups.items():
+            term = f"{_column(self.model, outer)} = {self.param(key)}"
+            if values is not None:
+                marks = ", ".join(self.param(v) for v in values)
+                term = f"({term} AND {_column(self.model, inner)} IN ({marks}))"
+            terms.append(term)
+        self.parts.append("(" + " OR ".join(terms) + ")")
+        return self
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self.parts)
+
+
+async def _fetch(
+    model: type[Model], columns: Sequence[str], where: _Where, suffix: str = ""
+) -> list[SimpleNamespace]:
+    """Rows as plain records with only the named fields, converted as Tortoise would
+    (JSON, booleans, times), without building model instances or query objects."""
+    fields_map = model._meta.fields_map
+    names = [(c, (fields_map[c].source_field or c), _converter(fields_map[c])) for c in columns]
+    sql = (
+        f"SELECT {', '.join(_column(model, c) for c in columns)} "
+        f'FROM "{model._meta.db_table}" WHERE {where.sql}{suffix}'
+    )
+    found = []
+    for raw in await model._meta.db.execute_query_dict(sql, where.params):
+        found.append(
+            SimpleNamespace(
+                **{
+                    name: (
+                        convert(raw[source]) if convert and raw[source] is not None else raw[source]
+                    )
+                    for name, source, convert in names
+                }
+            )
+        )
+    return found
+
+
+def _converter(f: Any) -> Callable[[Any], Any] | None:
+    if isinstance(f, (fields.JSONField, fields.DatetimeField)):
+        return cast(Callable[[Any], Any], f.to_python_value)
+    if isinstance(f, fields.BooleanField):
+        return bool
+    return None
+
+
+async def _insert_many(model: type[Model], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows given as {field: value} (the same fields in each) in one batch,
+    without building a model instance per row."""
+    if not rows:
+        return
+    db = model._meta.db
+    names = list(rows[0])
+    if db.schema_generator.DIALECT == "postgres":
+        marks = ", ".join(f"${i + 1}" for i in range(len(names)))
+    else:
+        marks = ", ".join("?" for _ in names)
+    columns = ", ".join(_column(model, n) for n in names)
+    sql = f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({marks})'
+    await db.execute_many(sql, [[_db_value(model, n, row[n]) for n in names] for row in rows])
 
 
 _UpdateRow = tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]
@@ -1521,7 +1693,7 @@ async def retry_transaction(operation: Callable[[], Awaitable[T]]) -> T:
     raise AssertionError("unreachable")
 
 
-def _workflow_state(w: Workflow) -> WorkflowState:
+def _workflow_state(w: Workflow | SimpleNamespace) -> WorkflowState:
     return WorkflowState(
         id=w.id,
         name=w.name,
@@ -1541,7 +1713,9 @@ def _workflow_state(w: Workflow) -> WorkflowState:
     )
 
 
-def _step_state(row: Step, delivery: Delivery | None) -> StepState:
+def _step_state(
+    row: Step | SimpleNamespace, delivery: Delivery | SimpleNamespace | None
+) -> StepState:
     view = None
     if delivery is not None:
         view = DeliveryView(
@@ -1575,7 +1749,7 @@ def _step_state(row: Step, delivery: Delivery | None) -> StepState:
 
 def _step_job(
     delivery_id: int,
-    workflow: Workflow | WorkflowState,
+    workflow: Workflow | WorkflowState | SimpleNamespace,
     step: StepState,
     *,
     kind: DeliveryKind,
@@ -1614,22 +1788,22 @@ def _step_job(
     )
 
 
-def _attempt_row(report: Report) -> Attempt:
+def _attempt_row(report: Report) -> dict[str, Any]:
     job = report.job
     result = report.result
-    return Attempt(
-        workflow_id=job.workflow_id,
-        step_id=job.step_id,
-        kind=job.kind,
-        number=job.attempt,
-        message_id=job.message_id,
-        started_at=report.started_at,
-        duration_ms=round(report.duration_ms, 3),
-        http_status=result.http_status,
-        outcome=result.outcome,
-        error=result.error.to_dict() if result.error else None,
-        response_excerpt=result.excerpt,
-    )
+    return {
+        "workflow_id": job.workflow_id,
+        "step_id": job.step_id,
+        "kind": job.kind,
+        "number": job.attempt,
+        "message_id": job.message_id,
+        "started_at": report.started_at,
+        "duration_ms": round(report.duration_ms, 3),
+        "http_status": result.http_status,
+        "outcome": result.outcome,
+        "error": result.error.to_dict() if result.error else None,
+        "response_excerpt": result.excerpt,
+    }
 
 
 # --------------------------------------------------------------------------- documents
@@ -1648,7 +1822,9 @@ def _summary(w: Workflow) -> dict[str, Any]:
     }
 
 
-def _status_document(w: Workflow, steps: Sequence[Step]) -> dict[str, Any]:
+def _status_document(
+    w: Workflow | SimpleNamespace, steps: Sequence[Step | SimpleNamespace]
+) -> dict[str, Any]:
     lists = outcome_lists(_step_state(s, None) for s in steps)
     return {
         "id": w.id,
@@ -1673,7 +1849,7 @@ def _status_document(w: Workflow, steps: Sequence[Step]) -> dict[str, Any]:
     }
 
 
-def _step_document(s: Step) -> dict[str, Any]:
+def _step_document(s: Step | SimpleNamespace) -> dict[str, Any]:
     retry = s.retry or {}
     return {
         "id": s.step_id,
