@@ -1259,29 +1259,26 @@ class Store:
             await _update_many(
                 Workflow, [({"id": w}, {}, fields) for w, fields in writes.workflows.items()]
             )
+        ids: dict[tuple[str, str], int] = {}
         if writes.deliveries:
-            await _insert_many(Delivery, writes.deliveries)
-            handed = sum(len(steps) for _, steps, _ in writes.handed)
-            if handed < len(writes.deliveries):
+            mine = [d for d in writes.deliveries if d["lease_owner"] is not None]
+            others = [d for d in writes.deliveries if d["lease_owner"] is None]
+            # The requests handed off are inserted answering their ids (the jobs need
+            # them); the rest in one executemany.
+            for d in await _insert_returning(Delivery, mine, ("id", "workflow_id", "step_id")):
+                ids[(d["workflow_id"], d["step_id"])] = d["id"]
+            await _insert_many(Delivery, others)
+            if others:
                 await _notify_due()
         if writes.events:
             await _insert_many(Event, writes.events)
         if writes.handed and budget is not None:
-            budget.jobs.extend(await self._handoff_jobs(writes.handed))
+            budget.jobs.extend(await self._handoff_jobs(writes.handed, ids))
 
-    async def _handoff_jobs(self, handed: Sequence[tuple[Machine, list[str], float]]) -> list[Job]:
+    async def _handoff_jobs(
+        self, handed: Sequence[tuple[Machine, list[str], float]], ids: Mapping[tuple[str, str], int]
+    ) -> list[Job]:
         """Jobs for step requests this transaction claimed as it made them due."""
-        ids: dict[tuple[str, str], int] = {}
-        for d in await _fetch(
-            Delivery,
-            ("workflow_id", "step_id", "id"),
-            _Where(Delivery)
-            .groups("workflow_id", "step_id", {m.workflow.id: steps for m, steps, _ in handed})
-            .eq("kind", DeliveryKind.STEP)
-            .eq("attempt", 1)
-            .eq("lease_owner", self.owner),
-        ):
-            ids[(d.workflow_id, d.step_id)] = d.id
         lines = await self._ancestry([(m.workflow.id, steps, m.steps) for m, steps, _ in handed])
         jobs = []
         for machine, step_ids, due_at in handed:
@@ -1549,6 +1546,33 @@ async def _insert_many(model: type[Model], rows: Sequence[Mapping[str, Any]]) ->
     columns = ", ".join(_column(model, n) for n in names)
     sql = f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES ({marks})'
     await db.execute_many(sql, [[_db_value(model, n, row[n]) for n in names] for row in rows])
+
+
+#: Rows per multi-row INSERT … RETURNING (keeps parameters under every limit).
+INSERT_CHUNK = 500
+
+
+async def _insert_returning(
+    model: type[Model], rows: Sequence[Mapping[str, Any]], returning: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Insert rows (the same fields in each) with multi-row INSERTs that answer the
+    ``returning`` columns of every row."""
+    db = model._meta.db
+    found: list[dict[str, Any]] = []
+    if not rows:
+        return found
+    names = list(rows[0])
+    columns = ", ".join(_column(model, n) for n in names)
+    answer = ", ".join(_column(model, n) for n in returning)
+    for start in range(0, len(rows), INSERT_CHUNK):
+        where = _Where(model)  # only its placeholders
+        values = ", ".join(
+            "(" + ", ".join(where.param(_db_value(model, n, row[n])) for n in names) + ")"
+            for row in rows[start : start + INSERT_CHUNK]
+        )
+        sql = f'INSERT INTO "{model._meta.db_table}" ({columns}) VALUES {values} RETURNING {answer}'
+        found.extend(await db.execute_query_dict(sql, where.params))
+    return found
 
 
 _UpdateRow = tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]
