@@ -1241,7 +1241,10 @@ class Store:
             for workflow_id, step_id in writes.drops:
                 by_workflow.setdefault(workflow_id, []).append(step_id)
             await Delivery.filter(
-                _any_of(Q(workflow_id=w, step_id__in=s) for w, s in by_workflow.items()),
+                Q(
+                    *(Q(workflow_id=w, step_id__in=s) for w, s in by_workflow.items()),
+                    join_type="OR",
+                ),
                 kind=DeliveryKind.STEP,
             ).delete()
         if writes.steps:
@@ -1404,12 +1407,6 @@ async def _notify_due() -> None:
     """Tell other processes new work is due (PostgreSQL; sent when the transaction commits)."""
     if _supports_for_update():
         await Delivery._meta.db.execute_query(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
-
-
-def _any_of(conditions: Iterable[Q]) -> Q:
-    """OR of the conditions (at least one)."""
-    found = list(conditions)
-    return Q(*found, join_type="OR") if len(found) > 1 else found[0]
 
 
 #: A row read with ``_fetch`` or a model instance: read by attribute either way.
