@@ -887,10 +887,13 @@ class Store:
         waiting for this run (already answered, timed out, retried, cancelled).
         """
         async with in_transaction():
+            # The workflow's lock first: of callbacks sent at once with one token, the
+            # ones that wait here then find the step no longer waiting (single use).
+            session = await self._session(claim.workflow_id, [claim.step_id])
+            if session is None:
+                raise NotFound("no such step")
             _, delivery = await self._waiting(claim)
             result = classify_answer(200, body)
-            session = await self._session(claim.workflow_id, [claim.step_id])
-            assert session is not None
             decision = session.machine.attempt_finished(claim.step_id, claim.attempt, result)
             await self._after_decision(delivery, decision, session)
             await self._run(session.machine, session.loaded, session.finished)
