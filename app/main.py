@@ -36,7 +36,7 @@ from app.notify import PgWakeups
 from app.settings import Settings
 from app.store import Job, Store
 from app.sweeper import Sweeper
-from app.tokens import CallbackClaim, CallbackTokens
+from app.tokens import MAX_LIFETIME, CallbackClaim, CallbackTokens
 from baton.signing import Signer
 
 log = logging.getLogger("baton")
@@ -106,8 +106,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         def callback_url(job: Job) -> str | None:
             if job.step_id is None or job.run_id is None:
                 return None
+            # Accepted for the workflow's timeout: never before the workflow's deadline.
             token = tokens.make(
-                CallbackClaim(job.workflow_id, job.step_id, job.run_id, job.attempt)
+                CallbackClaim(job.workflow_id, job.step_id, job.run_id, job.attempt),
+                lifetime=job.workflow_timeout or MAX_LIFETIME,
             )
             return f"{settings.public_url}/v1/callbacks/{token}"
 

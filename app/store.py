@@ -132,6 +132,8 @@ class Job:
     takeover: bool = False
     #: When the delivery fell due (epoch seconds), for the scheduling-delay metric.
     due_at: float = 0.0
+    #: The workflow's timeout: how long a step request's callback token is accepted.
+    workflow_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1329,6 +1331,7 @@ def _step_job(
         expired=expired,
         takeover=takeover,
         due_at=due_at,
+        workflow_timeout=workflow.timeout,
     )
 
 
