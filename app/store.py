@@ -224,13 +224,19 @@ class Store:
         except (OperationalError, OSError) as exc:
             raise StoreError(f"database unreachable: {exc}") from exc
 
-    async def server_secret(self, name: str) -> str:
-        """A secret shared by every process on this database, created on first use."""
+    async def server_secret(self, name: str, new_value: str | None = None) -> str:
+        """A secret shared by every process on this database, created on first use.
+
+        ``new_value`` is stored if there is none yet (a random one when None); the
+        caller can so hide it from logs before the insert is logged.
+        """
         row = await ServerSecret.get_or_none(name=name)
         if row is None:
             try:
                 row = await ServerSecret.create(
-                    name=name, value=secrets.token_urlsafe(32), created_at=utcnow()
+                    name=name,
+                    value=new_value or secrets.token_urlsafe(32),
+                    created_at=utcnow(),
                 )
             except IntegrityError:
                 row = await ServerSecret.get(name=name)
