@@ -1,7 +1,9 @@
 """Settings: one frozen object built from the environment (and an optional ``.env``).
 
 No other module reads ``os.environ``. Secrets are wrapped in ``Secret`` so
-they never show up in a repr or a log line.
+they never show up in a repr or a log line; the database URL stays a plain
+string (Tortoise and asyncpg take it as one) and its password is hidden in the
+repr instead.
 """
 
 from __future__ import annotations
