@@ -25,6 +25,7 @@ from app.errors import (
     BadRequest,
     FieldError,
     Forbidden,
+    Gone,
     NotFound,
     PayloadTooLarge,
     ProblemError,
@@ -43,7 +44,7 @@ from app.schemas import (
     parse_json_body,
 )
 from app.store import LIST_LIMIT_MAX, Job, Store, decode_cursor
-from app.tokens import CallbackClaim, CallbackTokens, InvalidToken
+from app.tokens import CallbackClaim, CallbackTokens, ExpiredToken, InvalidToken
 
 log = logging.getLogger("baton.api")
 
@@ -287,6 +288,8 @@ class Api:
             return self.tokens.load(request.path_params["token"])
         except InvalidToken as exc:
             raise Forbidden("this callback token is not valid") from exc
+        except ExpiredToken as exc:
+            raise Gone(str(exc)) from exc
 
     # ----------------------------------------------------------------- events
 

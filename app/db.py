@@ -8,10 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from tortoise import Tortoise
+from tortoise.exceptions import BaseORMException
 from tortoise.migrations.api import migrate
 
 from app.errors import ConfigurationError
+from app.logs import redact_url, redactor
 
 log = logging.getLogger("baton.db")
 
@@ -103,16 +106,27 @@ def sqlite_path(database_url: str) -> Path | None:
 
 
 async def open_database(database_url: str) -> None:
-    """Apply pending migrations, then open the connections Baton runs on."""
+    """Apply pending migrations, then open the connections Baton runs on.
+
+    Raises:
+        ConfigurationError: the database cannot be reached or migrated; the message
+            names it with its password hidden.
+    """
     config = tortoise_config(database_url)
+    shown = redact_url(database_url)
     try:
-        await migrate(config=config)
-    finally:
-        await Tortoise.close_connections()
-    # The global fallback makes the connections visible to request tasks, which do not
-    # inherit the lifespan task's context (Tortoise's own Starlette integration does this).
-    await Tortoise.init(config=config, _enable_global_fallback=True)
-    log.info("database ready (%s)", database_url.split("://", 1)[0])
+        try:
+            await migrate(config=config)
+        finally:
+            await Tortoise.close_connections()
+        # The global fallback makes the connections visible to request tasks, which do
+        # not inherit the lifespan task's context (Tortoise's Starlette integration does
+        # this).
+        await Tortoise.init(config=config, _enable_global_fallback=True)
+    except (OSError, ValueError, BaseORMException, asyncpg.PostgresError) as exc:
+        reason = redactor.redact(str(exc) or type(exc).__name__)
+        raise ConfigurationError(f"BATON_DATABASE_URL: cannot open {shown}: {reason}") from exc
+    log.info("database ready (%s)", shown)
 
 
 async def close_database() -> None:

@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
+from secrets import token_urlsafe
 from types import FrameType
 from typing import Any
 
@@ -29,14 +30,14 @@ from app.delivery import Deliverer
 from app.dispatcher import Dispatcher
 from app.errors import ConfigurationError, ProblemError
 from app.keys import api_keys, signing_secrets
-from app.logs import configure_logging
+from app.logs import add_secrets, configure_logging, signing_secret_forms
 from app.metrics import Metrics
 from app.netguard import NetPolicy
 from app.notify import PgWakeups
 from app.settings import Settings
 from app.store import Job, Store
 from app.sweeper import Sweeper
-from app.tokens import CallbackClaim, CallbackTokens
+from app.tokens import MAX_LIFETIME, CallbackClaim, CallbackTokens
 from baton.signing import Signer
 
 log = logging.getLogger("baton")
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build the Baton ASGI app; nothing touches the database until the lifespan starts."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
+    add_secrets(*settings.secret_values())
     runtime = _Runtime(settings)
     try:
         policy = NetPolicy.from_strings(settings.allow_private_networks, settings.allowed_hosts)
@@ -80,6 +82,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         raise ConfigurationError(f"BATON_ALLOWED_HOSTS: {exc}") from exc
     keys = api_keys(settings.api_keys, settings.data_dir)
     secrets = signing_secrets(settings.signing_secrets, settings.data_dir)
+    # Generated ones too, and in every form a log line could show them.
+    add_secrets(*keys, *(form for s in secrets for form in signing_secret_forms(s)))
     api = Api(runtime.store, policy=policy, wake=runtime.wake, stopping=runtime.stopping)
 
     @contextlib.asynccontextmanager
@@ -100,14 +104,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
         except BaseException:
             process_lock.release()
             raise
-        tokens = CallbackTokens(await runtime.store.server_secret(CALLBACK_TOKEN_SECRET))
+        # Hidden from logs before it is first stored (the insert is logged at DEBUG).
+        new_key = token_urlsafe(32)
+        add_secrets(new_key)
+        token_key = await runtime.store.server_secret(CALLBACK_TOKEN_SECRET, new_key)
+        add_secrets(token_key)
+        tokens = CallbackTokens(token_key)
         api.tokens = tokens
 
         def callback_url(job: Job) -> str | None:
             if job.step_id is None or job.run_id is None:
                 return None
+            # Accepted for the workflow's timeout: never before the workflow's deadline.
             token = tokens.make(
-                CallbackClaim(job.workflow_id, job.step_id, job.run_id, job.attempt)
+                CallbackClaim(job.workflow_id, job.step_id, job.run_id, job.attempt),
+                lifetime=job.workflow_timeout or MAX_LIFETIME,
             )
             return f"{settings.public_url}/v1/callbacks/{token}"
 

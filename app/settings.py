@@ -1,19 +1,22 @@
 """Settings: one frozen object built from the environment (and an optional ``.env``).
 
 No other module reads ``os.environ``. Secrets are wrapped in ``Secret`` so
-they never show up in a repr or a log line.
+they never show up in a repr or a log line; the database URL stays a plain
+string (Tortoise and asyncpg take it as one) and its password is hidden in the
+repr instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from starlette.config import Config, Environ, environ
 from starlette.datastructures import CommaSeparatedStrings, Secret
 
 from app.errors import ConfigurationError
+from app.logs import redact_url, signing_secret_forms, url_password_forms
 
 DEFAULT_DATABASE_URL = "sqlite://data/baton.sqlite3"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -107,6 +110,24 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, in each form a log line could show it."""
+        values = [str(k) for k in self.api_keys]
+        for secret in self.signing_secrets:
+            values.extend(signing_secret_forms(str(secret)))
+        values.extend(url_password_forms(self.database_url))
+        return values
+
+    def __repr__(self) -> str:
+        # URL passwords (the database's) are hidden, as the Secret-wrapped keys are.
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str):
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
 def _optional_float(value: str) -> float | None:

@@ -136,6 +136,8 @@ class Job:
     takeover: bool = False
     #: When the delivery fell due (epoch seconds), for the scheduling-delay metric.
     due_at: float = 0.0
+    #: The workflow's timeout: how long a step request's callback token is accepted.
+    workflow_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,13 +234,19 @@ class Store:
         except (OperationalError, OSError) as exc:
             raise StoreError(f"database unreachable: {exc}") from exc
 
-    async def server_secret(self, name: str) -> str:
-        """A secret shared by every process on this database, created on first use."""
+    async def server_secret(self, name: str, new_value: str | None = None) -> str:
+        """A secret shared by every process on this database, created on first use.
+
+        ``new_value`` is stored if there is none yet (a random one when None); the
+        caller can so hide it from logs before the insert is logged.
+        """
         row = await ServerSecret.get_or_none(name=name)
         if row is None:
             try:
                 row = await ServerSecret.create(
-                    name=name, value=secrets.token_urlsafe(32), created_at=utcnow()
+                    name=name,
+                    value=new_value or secrets.token_urlsafe(32),
+                    created_at=utcnow(),
                 )
             except IntegrityError:
                 row = await ServerSecret.get(name=name)
@@ -960,10 +968,13 @@ class Store:
         waiting for this run (already answered, timed out, retried, cancelled).
         """
         async with in_transaction():
+            # The workflow's lock first: of callbacks sent at once with one token, the
+            # ones that wait here then find the step no longer waiting (single use).
+            session = await self._session(claim.workflow_id, [claim.step_id])
+            if session is None:
+                raise NotFound("no such step")
             _, delivery = await self._waiting(claim)
             result = classify_answer(200, body)
-            session = await self._session(claim.workflow_id, [claim.step_id])
-            assert session is not None
             decision = session.machine.attempt_finished(claim.step_id, claim.attempt, result)
             await self._after_decision(delivery, decision, session)
             await self._run(session.machine, session.loaded, session.finished)
@@ -1806,6 +1817,7 @@ def _step_job(
         expired=expired,
         takeover=takeover,
         due_at=due_at,
+        workflow_timeout=workflow.timeout,
     )
 
 

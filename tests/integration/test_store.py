@@ -372,6 +372,31 @@ async def test_async_step_completes_through_its_callback(store: Store) -> None:
     assert [a["outcome"] for a in step["attemptLog"]] == ["async", "callback.completed"]
 
 
+async def test_a_callback_token_is_accepted_once_even_when_sent_twice_at_once(
+    store: Store,
+) -> None:
+    await create(store, {"id": "async-twice", "steps": [{"id": "a", "url": "http://h/a"}]})
+    [job] = await store.claim_due(10, lease_seconds=30)
+    await store.settle([report(job, classify_answer(202, b'{"async": true}'))])
+    claim = CallbackClaim("async-twice", "a", job.run_id or "", job.attempt)
+
+    outcomes = await asyncio.gather(
+        *(
+            store.async_result(claim, orjson.dumps({"success": True, "result": n}))
+            for n in range(4)
+        ),
+        return_exceptions=True,
+    )
+
+    accepted = [o for o in outcomes if isinstance(o, dict)]
+    assert len(accepted) == 1, outcomes
+    assert all(isinstance(o, Gone) for o in outcomes if not isinstance(o, dict)), outcomes
+    step = await store.get_step("async-twice", "a")
+    assert step is not None
+    assert [a["outcome"] for a in step["attemptLog"]] == ["async", "callback.completed"]
+    assert step["result"] == outcomes.index(accepted[0])
+
+
 async def test_async_failure_is_retried_and_a_stale_run_is_refused(store: Store) -> None:
     await create(
         store,

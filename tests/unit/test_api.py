@@ -29,9 +29,10 @@ from starlette.datastructures import Secret
 from starlette.exceptions import StarletteDeprecationWarning
 from tortoise import connections
 
-from app.main import create_app
+from app.main import CALLBACK_TOKEN_SECRET, create_app
 from app.schemas import MAX_BODY_BYTES, MAX_STEPS
 from app.settings import Settings
+from app.tokens import CLOCK_LEEWAY, MAX_LIFETIME, CallbackClaim, CallbackTokens
 from baton.signing import generate_secret
 
 with warnings.catch_warnings():
@@ -1335,6 +1336,69 @@ def test_a_bad_last_event_id_is_a_400(client: TestClient, last_event_id: str) ->
         {**SSE, "Last-Event-ID": last_event_id},
     )
     assert_problem(response, 400)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def mint_token(
+    client: TestClient, claim: CallbackClaim, *, lifetime: float, issued_ago: float = 0.0
+) -> str:
+    """A token made with the server's own key, as if issued ``issued_ago`` seconds ago."""
+    store = client.app.state.runtime.store  # type: ignore[attr-defined]
+    key = client.portal.call(store.server_secret, CALLBACK_TOKEN_SECRET)
+    issued = time.time() - issued_ago
+    return CallbackTokens(key, clock=lambda: issued).make(claim, lifetime=lifetime)
+
+
+@pytest.mark.parametrize("suffix", ["", "/heartbeat"])
+def test_an_expired_callback_token_is_gone(client: TestClient, suffix: str) -> None:
+    workflow_id = create(client, parked(timeout=600))["id"]
+    claim = CallbackClaim(workflow_id, "a", "run", 1)
+    # Issued longer ago than the workflow's timeout (plus the clock leeway).
+    token = mint_token(client, claim, lifetime=600, issued_ago=600 + CLOCK_LEEWAY + 5)
+
+    response = client.post(f"/v1/callbacks/{token}{suffix}", json={"success": True})
+
+    problem = assert_problem(response, 410)
+    assert "expired" in problem["detail"]
+    assert "10 minutes" in problem["detail"]
+    assert get_workflow(client, workflow_id)["status"] == "running"
+
+
+def test_an_expired_token_is_gone_before_its_body_is_looked_at(client: TestClient) -> None:
+    token = mint_token(
+        client, CallbackClaim("wf", "a", "run", 1), lifetime=60, issued_ago=MAX_LIFETIME
+    )
+    response = client.post(f"/v1/callbacks/{token}", content=b"not json")
+    assert "expired" in assert_problem(response, 410)["detail"]
+
+
+def test_a_token_within_its_lifetime_reaches_the_step(client: TestClient) -> None:
+    # Not expired: the answer comes from the step (which no longer waits for it).
+    workflow_id = create(client, fails_at_once())["id"]
+    wait_for_status(client, workflow_id, FINISHED)
+    token = mint_token(
+        client, CallbackClaim(workflow_id, "a", "run", 1), lifetime=3600, issued_ago=3000
+    )
+    problem = assert_problem(client.post(f"/v1/callbacks/{token}", json={"success": True}), 410)
+    assert "no longer accepted" in problem["detail"]
+    assert "expired" not in problem["detail"]
+
+
+def test_a_token_for_an_unknown_step_is_a_404(client: TestClient) -> None:
+    token = mint_token(client, CallbackClaim("nope", "a", "run", 1), lifetime=3600)
+    assert_problem(client.post(f"/v1/callbacks/{token}", json={"success": True}), 404)
+    assert_problem(client.post(f"/v1/callbacks/{token}/heartbeat"), 404)
+
+
+def test_a_forged_token_is_forbidden_even_when_old(client: TestClient) -> None:
+    issued = time.time() - MAX_LIFETIME
+    forged = CallbackTokens("not-the-servers-key", clock=lambda: issued).make(
+        CallbackClaim("wf", "a", "run", 1), lifetime=1
+    )
+    problem = assert_problem(client.post(f"/v1/callbacks/{forged}", json={"success": True}), 403)
+    assert "expired" not in problem["detail"]
 
 
 # --------------------------------------------------------------------------- lifespan
