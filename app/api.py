@@ -38,9 +38,9 @@ from app.schemas import (
     MAX_BODY_BYTES,
     MAX_NAME_LENGTH,
     canonical_json,
+    parse_callback_request,
     parse_cancel_request,
     parse_create_request,
-    parse_json_body,
 )
 from app.store import LIST_LIMIT_MAX, Job, Store, decode_cursor
 from app.tokens import CallbackClaim, CallbackTokens, InvalidToken
@@ -268,11 +268,7 @@ class Api:
     async def callback(self, request: Request) -> Response:
         claim = self._claim(request)
         raw = await read_body(request, MAX_CALLBACK_BODY_BYTES)
-        document = parse_json_body(raw)
-        if not isinstance(document, dict) or not isinstance(document.get("success"), bool):
-            raise ValidationFailed(
-                [FieldError("success", 'a callback body is {"success": true|false, ...}')]
-            )
+        parse_callback_request(raw)
         answer = await self.store.async_result(claim, raw)
         self.wake()
         return JSON(answer)
