@@ -146,10 +146,8 @@ class Api:
 
     async def create_workflow(self, request: Request) -> Response:
         idempotency_key = request.headers.get("idempotency-key")
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise ValidationFailed(
-                [FieldError("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")]
-            )
+        if idempotency_key is not None:
+            _check_idempotency_key(idempotency_key)
         raw = await read_body(request, MAX_BODY_BYTES)
         spec, document = parse_create_request(
             raw, check_url=self._check_url, check_condition=_check_condition
@@ -208,8 +206,8 @@ class Api:
         if errors:
             raise ValidationFailed(errors, "The query parameters are not valid.")
         name = params.get("name") or None
-        if name is not None and len(name) > MAX_NAME_LENGTH:
-            # No workflow can have such a name.
+        if name is not None and (len(name) > MAX_NAME_LENGTH or "\x00" in name):
+            # No workflow can have such a name (and PostgreSQL cannot compare with a NUL).
             return JSON({"items": [], "nextCursor": None})
         items, next_cursor = await self.store.list_workflows(
             status=status, name=name, limit=limit, cursor=cursor
@@ -378,6 +376,21 @@ def _last_event_id(value: str | None) -> int | None:
     except ValueError as exc:
         raise BadRequest("Last-Event-ID must be an event id this server sent") from exc
     return event_id
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_idempotency_key(key: str) -> None:
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ValidationFailed(
+            [FieldError("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")]
+        )
+    if _CONTROL_CHARACTERS.search(key):
+        # HTTP servers refuse them in headers anyway, and PostgreSQL cannot store a NUL.
+        raise ValidationFailed(
+            [FieldError("Idempotency-Key", "must not contain control characters")]
+        )
 
 
 def _check_condition(source: str) -> None:
