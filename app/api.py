@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.conditions import compile_condition
@@ -33,6 +33,7 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.netguard import NetPolicy, check_url
+from app.openapi import DOCS_ASSETS_PATH, DOCS_CSP, DOCS_PAGE, build_document, docs_assets
 from app.schemas import (
     ID_PATTERN,
     MAX_BODY_BYTES,
@@ -96,6 +97,8 @@ class Api:
         self.metrics: Metrics | None = None
         #: Set by the lifespan: creates hand their root requests to it.
         self.dispatcher: Dispatcher | None = None
+        #: The OpenAPI document, built on its first request.
+        self._openapi: bytes | None = None
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -121,6 +124,9 @@ class Api:
             ),
             Route("/v1/callbacks/{token}", self.callback, methods=["POST"]),
             Route("/v1/callbacks/{token}/heartbeat", self.heartbeat, methods=["POST"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/docs", self.docs, methods=["GET"], include_in_schema=False),
+            Mount(DOCS_ASSETS_PATH, app=docs_assets(), name="docs_assets"),
         ]
 
     # ----------------------------------------------------------------- health
@@ -141,6 +147,16 @@ class Api:
             raise NotFound("metrics are not available until the server has started")
         body = self.metrics.render(await self.store.count_by_status())
         return Response(body, media_type=self.metrics.content_type)
+
+    # ----------------------------------------------------------------- documentation
+
+    async def openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            self._openapi = orjson.dumps(build_document(self.routes()))
+        return Response(self._openapi, media_type="application/json")
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(DOCS_PAGE, headers={"Content-Security-Policy": DOCS_CSP})
 
     # ----------------------------------------------------------------- workflows
 

@@ -114,7 +114,11 @@ def _check_unique(items: list[str]) -> list[str]:
 #: A step or workflow id.
 StepId = Annotated[str, Field(pattern=ID_PATTERN)]
 #: An absolute http(s) URL (a step, a compensation or a callback).
-HttpUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH), AfterValidator(_check_url_syntax)]
+HttpUrl = Annotated[
+    str,
+    Field(max_length=MAX_URL_LENGTH, json_schema_extra={"format": "uri"}),
+    AfterValidator(_check_url_syntax),
+]
 
 _MODEL_CONFIG = ConfigDict(
     alias_generator=to_camel,
