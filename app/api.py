@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.conditions import compile_condition
@@ -34,14 +34,15 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.netguard import NetPolicy, check_url
+from app.openapi import DOCS_ASSETS_PATH, DOCS_CSP, DOCS_PAGE, build_document, docs_assets
 from app.schemas import (
     ID_PATTERN,
     MAX_BODY_BYTES,
     MAX_NAME_LENGTH,
     canonical_json,
+    parse_callback_request,
     parse_cancel_request,
     parse_create_request,
-    parse_json_body,
 )
 from app.store import LIST_LIMIT_MAX, Job, Store, decode_cursor
 from app.tokens import CallbackClaim, CallbackTokens, ExpiredToken, InvalidToken
@@ -97,6 +98,8 @@ class Api:
         self.metrics: Metrics | None = None
         #: Set by the lifespan: creates hand their root requests to it.
         self.dispatcher: Dispatcher | None = None
+        #: The OpenAPI document, built on its first request.
+        self._openapi: bytes | None = None
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -122,6 +125,9 @@ class Api:
             ),
             Route("/v1/callbacks/{token}", self.callback, methods=["POST"]),
             Route("/v1/callbacks/{token}/heartbeat", self.heartbeat, methods=["POST"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/docs", self.docs, methods=["GET"], include_in_schema=False),
+            Mount(DOCS_ASSETS_PATH, app=docs_assets(), name="docs_assets"),
         ]
 
     # ----------------------------------------------------------------- health
@@ -143,14 +149,22 @@ class Api:
         body = self.metrics.render(await self.store.count_by_status())
         return Response(body, media_type=self.metrics.content_type)
 
+    # ----------------------------------------------------------------- documentation
+
+    async def openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            self._openapi = orjson.dumps(build_document(self.routes()))
+        return Response(self._openapi, media_type="application/json")
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(DOCS_PAGE, headers={"Content-Security-Policy": DOCS_CSP})
+
     # ----------------------------------------------------------------- workflows
 
     async def create_workflow(self, request: Request) -> Response:
         idempotency_key = request.headers.get("idempotency-key")
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise ValidationFailed(
-                [FieldError("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")]
-            )
+        if idempotency_key is not None:
+            _check_idempotency_key(idempotency_key)
         raw = await read_body(request, MAX_BODY_BYTES)
         spec, document = parse_create_request(
             raw, check_url=self._check_url, check_condition=_check_condition
@@ -209,8 +223,8 @@ class Api:
         if errors:
             raise ValidationFailed(errors, "The query parameters are not valid.")
         name = params.get("name") or None
-        if name is not None and len(name) > MAX_NAME_LENGTH:
-            # No workflow can have such a name.
+        if name is not None and (len(name) > MAX_NAME_LENGTH or "\x00" in name):
+            # No workflow can have such a name (and PostgreSQL cannot compare with a NUL).
             return JSON({"items": [], "nextCursor": None})
         items, next_cursor = await self.store.list_workflows(
             status=status, name=name, limit=limit, cursor=cursor
@@ -269,11 +283,7 @@ class Api:
     async def callback(self, request: Request) -> Response:
         claim = self._claim(request)
         raw = await read_body(request, MAX_CALLBACK_BODY_BYTES)
-        document = parse_json_body(raw)
-        if not isinstance(document, dict) or not isinstance(document.get("success"), bool):
-            raise ValidationFailed(
-                [FieldError("success", 'a callback body is {"success": true|false, ...}')]
-            )
+        parse_callback_request(raw)
         answer = await self.store.async_result(claim, raw)
         self.wake()
         return JSON(answer)
@@ -385,6 +395,21 @@ def _last_event_id(value: str | None) -> int | None:
     except ValueError as exc:
         raise BadRequest("Last-Event-ID must be an event id this server sent") from exc
     return event_id
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_idempotency_key(key: str) -> None:
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ValidationFailed(
+            [FieldError("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")]
+        )
+    if _CONTROL_CHARACTERS.search(key):
+        # HTTP servers refuse them in headers anyway, and PostgreSQL cannot store a NUL.
+        raise ValidationFailed(
+            [FieldError("Idempotency-Key", "must not contain control characters")]
+        )
 
 
 def _check_condition(source: str) -> None:

@@ -79,6 +79,8 @@ class StepErrorCode(enum.StrEnum):
     HANDLER_ERROR = "handler_error"  #: the handler said `success: false`
     INVALID_RESPONSE = "invalid_response"  #: the answer could not be understood
     RESULT_TOO_LARGE = "result_too_large"  #: the result is over 1 MiB
+    CONDITION_ERROR = "condition_error"  #: the step's `when` could not be evaluated
+    CANCELLED = "cancelled"  #: the step will not run (the message says why)
 
 
 class WorkflowErrorCode(enum.StrEnum):

@@ -15,6 +15,7 @@ finishing, compensation planning) load every step, once.
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from app.engine import (
     AttemptResult,
     DeliveryKind,
     RetryPolicy,
+    StepError,
+    StepErrorCode,
     StepStatus,
     WorkflowErrorCode,
     WorkflowStatus,
@@ -40,11 +43,8 @@ from app.engine import (
     workflow_error,
 )
 
-#: Step error code for a `when` that could not be evaluated.
-CONDITION_ERROR = "condition_error"
 
-
-class CompensationStatus:
+class CompensationStatus(enum.StrEnum):
     PENDING = "pending"  #: due, waiting for its turn
     RUNNING = "running"  #: request in flight
     COMPLETED = "completed"  #: undone
@@ -416,7 +416,7 @@ class Machine:
                 self._settle(step, StepStatus.SKIPPED)
                 return
             if isinstance(verdict, str):
-                error = {"code": CONDITION_ERROR, "message": verdict, "httpStatus": None}
+                error = StepError(StepErrorCode.CONDITION_ERROR, verdict).to_dict()
                 self.event("step.failed", step.step_id, attempt=0, error=error)
                 self._settle(step, StepStatus.FAILED, error=error)
                 return
@@ -488,7 +488,7 @@ class Machine:
         self._settle(
             step,
             StepStatus.CANCELLED,
-            error={"code": "cancelled", "message": reason, "httpStatus": None},
+            error=StepError(StepErrorCode.CANCELLED, reason).to_dict(),
         )
 
     def _propagate(self, step: StepState) -> None:

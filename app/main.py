@@ -13,6 +13,7 @@ from secrets import token_urlsafe
 from types import FrameType
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -71,8 +72,14 @@ class _Runtime:
         return self.dispatcher.inflight if self.dispatcher is not None else 0
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build the Baton ASGI app; nothing touches the database until the lifespan starts."""
+def create_app(
+    settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+) -> Starlette:
+    """Build the Baton ASGI app; nothing touches the database until the lifespan starts.
+
+    ``transport`` replaces the one deliveries go through (the SSRF-guarded aiohttp
+    transport): tests pass an ``httpx.MockTransport`` so that nothing leaves the process.
+    """
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
     add_secrets(*settings.secret_values())
@@ -128,6 +135,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             policy=policy,
             callback_url=callback_url,
             max_connections=settings.max_concurrency,
+            transport=transport,
         )
         metrics = Metrics(runtime.store.event_tally, inflight=lambda: runtime.inflight)
         api.metrics = metrics

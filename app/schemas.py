@@ -39,10 +39,14 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_DEPTH",
     "MAX_STEPS",
+    "CallbackRequest",
+    "CancelRequest",
     "RetryPolicy",
     "StepSpec",
     "WorkflowCreate",
     "canonical_json",
+    "parse_callback_request",
+    "parse_cancel_request",
     "parse_create_request",
     "parse_json_body",
 ]
@@ -110,7 +114,11 @@ def _check_unique(items: list[str]) -> list[str]:
 #: A step or workflow id.
 StepId = Annotated[str, Field(pattern=ID_PATTERN)]
 #: An absolute http(s) URL (a step, a compensation or a callback).
-HttpUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH), AfterValidator(_check_url_syntax)]
+HttpUrl = Annotated[
+    str,
+    Field(max_length=MAX_URL_LENGTH, json_schema_extra={"format": "uri"}),
+    AfterValidator(_check_url_syntax),
+]
 
 _MODEL_CONFIG = ConfigDict(
     alias_generator=to_camel,
@@ -745,3 +753,43 @@ def parse_cancel_request(raw: bytes) -> CancelRequest:
             for e in exc.errors(include_url=False)
         ]
         raise _failure(problems) from exc
+
+
+class CallbackRequest(BaseModel):
+    """How an async step's work ended: the body of ``POST /v1/callbacks/{token}``.
+
+    It is read like a handler's answer to the step request: other fields are
+    ignored, and ``error`` and ``retry`` may be any JSON value.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", strict=True
+    )
+
+    success: bool = Field(description="Whether the step's work succeeded.")
+    result: Any = Field(
+        default=None, description="With `success: true`: the step's result (at most 1 MiB)."
+    )
+    error: Any = Field(
+        default=None,
+        description="With `success: false`: the message stored as the step's error "
+        "(a string; any other JSON value is stored as its JSON text).",
+    )
+    retry: Any = Field(
+        default=None,
+        description="With `success: false`: `false` fails the step for good; otherwise "
+        "the step is retried under its policy.",
+    )
+
+
+def parse_callback_request(raw: bytes) -> CallbackRequest:
+    """Validate the body of a callback; raises as ``parse_json_body`` does, or 422."""
+    document = parse_json_body(raw)
+    if not isinstance(document, dict):
+        raise ValidationFailed(
+            [FieldError("", f"must be a JSON object, got {_json_type(document)}")]
+        )
+    try:
+        return CallbackRequest.model_validate(document, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise _failure(_pydantic_problems(exc)) from exc

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -70,7 +71,7 @@ from app.machine import Conflict as MachineConflict
 from app.machine import Event as MachineEvent
 from app.models import Attempt, Delivery, Event, ServerSecret, Step, Workflow
 from app.notify import CHANNEL as NOTIFY_CHANNEL
-from app.schemas import WorkflowCreate
+from app.schemas import ID_PATTERN, WorkflowCreate
 from app.tokens import CallbackClaim
 
 log = logging.getLogger("baton.store")
@@ -81,6 +82,7 @@ T = TypeVar("T")
 GRAPH_CACHE_STEPS = 200_000
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 500
+_ID = re.compile(ID_PATTERN)
 
 
 def utcnow() -> datetime:
@@ -1935,13 +1937,21 @@ def encode_cursor(created_at: datetime, workflow_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Parse a list cursor; ValueError when it was not made by encode_cursor."""
+    """Parse a list cursor; ValueError when it was not made by encode_cursor.
+
+    Only what ``encode_cursor`` can make passes: a time that is a UTC datetime
+    and a valid workflow id (anything else would reach the database as a value
+    it refuses, such as a NUL character or an id longer than the column).
+    """
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, workflow_id = orjson.loads(base64.urlsafe_b64decode(padded))
         when = datetime.fromisoformat(created)
-        if not isinstance(workflow_id, str) or when.tzinfo is None:
+        if not isinstance(workflow_id, str) or not _ID.fullmatch(workflow_id):
             raise ValueError("bad cursor")
-        return when, workflow_id
-    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        if when.tzinfo is None:
+            raise ValueError("bad cursor")
+        # Raises OverflowError for a time beyond year 1 to 9999 once in UTC.
+        return when.astimezone(UTC), workflow_id
+    except (ValueError, TypeError, OverflowError, orjson.JSONDecodeError) as exc:
         raise ValueError("invalid cursor") from exc

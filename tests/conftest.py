@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -36,9 +37,8 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
-@contextlib.asynccontextmanager
-async def fresh_pg_database() -> AsyncIterator[str]:
-    """A fresh, empty PostgreSQL database, dropped afterwards.
+async def _create_pg_database() -> tuple[str, str]:
+    """Create a fresh, empty PostgreSQL database; answer its name and URL.
 
     The suite needs PostgreSQL: when it is not answering this fails loudly rather than
     skipping, so a green run always means both databases were tested.
@@ -47,11 +47,21 @@ async def fresh_pg_database() -> AsyncIterator[str]:
         pytest.fail(f"PostgreSQL is not answering at {PG_ADMIN_URL}; start it (see README)")
     name = f"baton_test_{uuid.uuid4().hex[:12]}"
     await _pg_admin(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return name, f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
+async def _drop_pg_database(name: str) -> None:
+    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.asynccontextmanager
+async def fresh_pg_database() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    name, url = await _create_pg_database()
     try:
-        yield f"{base}/{name}"
+        yield url
     finally:
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _drop_pg_database(name)
 
 
 @pytest.fixture
@@ -74,6 +84,19 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         return
     async with fresh_pg_database() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def app_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """``database_url`` for tests that are not coroutines (an app behind a test client)."""
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path}/baton.sqlite3"
+        return
+    name, url = asyncio.run(_create_pg_database())
+    try:
+        yield url
+    finally:
+        asyncio.run(_drop_pg_database(name))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ drive a workflow to ``failed`` when it should get there.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -120,10 +121,10 @@ STABLE_FIELDS = (
 # --------------------------------------------------------------------------- helpers
 
 
-def make_app(tmp_path: Path) -> Starlette:
+def make_app(tmp_path: Path, database_url: str | None = None) -> Starlette:
     return create_app(
         Settings(
-            database_url=f"sqlite://{tmp_path}/db.sqlite3",
+            database_url=database_url or f"sqlite://{tmp_path}/db.sqlite3",
             data_dir=tmp_path,
             api_keys=(Secret(KEY), Secret(OTHER_KEY)),
             signing_secrets=(Secret(generate_secret()),),
@@ -167,12 +168,12 @@ def close_client(test_client: TestClient) -> None:
 
 
 @contextlib.contextmanager
-def running(tmp_path: Path) -> Iterator[TestClient]:
+def running(tmp_path: Path, database_url: str | None = None) -> Iterator[TestClient]:
     """A TestClient with the lifespan started (migrations, dispatcher) and then stopped."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     # Server errors come back as responses, so that a 5xx fails an assertion about
     # the status instead of surfacing as an exception from inside the app.
-    test_client = TestClient(make_app(tmp_path), raise_server_exceptions=False)
+    test_client = TestClient(make_app(tmp_path, database_url), raise_server_exceptions=False)
     test_client.__enter__()
     try:
         yield test_client
@@ -183,6 +184,13 @@ def running(tmp_path: Path) -> Iterator[TestClient]:
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     with running(tmp_path) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def any_db_client(tmp_path: Path, app_database_url: str) -> Iterator[TestClient]:
+    """``client`` on SQLite and on PostgreSQL, for input that only one of them refuses."""
+    with running(tmp_path, app_database_url) as test_client:
         yield test_client
 
 
@@ -317,6 +325,12 @@ def parse_sse(text: str) -> list[dict[str, str]]:
         if fields:
             events.append(fields)
     return events
+
+
+def cursor(created_at: str, workflow_id: str) -> str:
+    """A list cursor as the server makes them, naming any time and id."""
+    raw = json.dumps([created_at, workflow_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def assert_iso_utc(value: Any) -> None:
@@ -1003,6 +1017,19 @@ def test_idempotency_key_over_255_characters_is_a_422(client: TestClient) -> Non
     assert_nothing_stored(client)
 
 
+@pytest.mark.parametrize("key", ["a\u0000b", "a\nb", "\u007f"])
+def test_idempotency_key_with_control_characters_is_a_422(
+    any_db_client: TestClient, key: str
+) -> None:
+    client = any_db_client
+    response = client.post(
+        "/v1/workflows", json=workflow(), headers={**AUTH, "Idempotency-Key": key.encode()}
+    )
+    (path,) = error_paths(response)
+    assert path.lower() == "idempotency-key"
+    assert_nothing_stored(client)
+
+
 # ------------------------------------------------------------------------------ reads
 
 
@@ -1229,6 +1256,31 @@ def test_a_name_longer_than_any_valid_one_matches_nothing(client: TestClient) ->
         assert response.status_code == 200, response.text
         assert response.json()["items"] == []
     assert len(list_all(client, name="x" * 200)) == 1
+
+
+@pytest.mark.parametrize(
+    ("created_at", "workflow_id"),
+    [
+        pytest.param("2026-01-01T00:00:00+00:00", "x" * 129, id="id-too-long"),
+        pytest.param("2026-01-01T00:00:00+00:00", "a\u0000b", id="id-with-nul"),
+        pytest.param("0001-01-01T00:00:00+01:00", "a", id="before-year-1-in-utc"),
+        pytest.param("9999-12-31T23:59:59-14:00", "a", id="after-9999-in-utc"),
+    ],
+)
+def test_a_cursor_naming_what_no_page_ends_with_is_a_422(
+    any_db_client: TestClient, created_at: str, workflow_id: str
+) -> None:
+    params = {"cursor": cursor(created_at, workflow_id)}
+    response = any_db_client.get("/v1/workflows", params=params, headers=AUTH)
+    assert error_paths(response) == ["cursor"]
+
+
+def test_a_name_with_a_nul_character_matches_nothing(any_db_client: TestClient) -> None:
+    # Names are stored without NUL (PostgreSQL text cannot hold one).
+    client = any_db_client
+    response = client.get("/v1/workflows", params={"name": "a\u0000b"}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"items": [], "nextCursor": None}
 
 
 def test_every_bad_list_parameter_is_reported(client: TestClient) -> None:

@@ -27,6 +27,7 @@ from app.schemas import (
     StepSpec,
     WorkflowCreate,
     canonical_json,
+    parse_callback_request,
     parse_create_request,
     parse_json_body,
 )
@@ -964,3 +965,42 @@ def test_a_back_edge_is_reported_as_a_cycle(body: dict[str, Any], data: st.DataO
     deps = {s["id"]: s["dependsOn"] for s in mutated["steps"]}
     for node, dep in pairwise(cycle):
         assert dep in deps[node]
+
+
+# ------------------------------------------------------------------------ callbacks
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"success": True},
+        {"success": True, "result": {"pages": 12}},
+        {"success": False, "error": "renderer crashed", "retry": False},
+        # Read like a step answer: other fields are ignored, errors need not be strings.
+        {"success": False, "error": {"reason": "x"}, "trace": "abc"},
+    ],
+)
+def test_a_callback_body_is_an_object_with_a_boolean_success(body: dict[str, Any]) -> None:
+    assert parse_callback_request(json.dumps(body).encode()).success is body["success"]
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "message"),
+    [
+        ({"result": 1}, "success", "is required"),
+        ({"success": "yes"}, "success", "must be true or false, got string"),
+        ({"success": 1}, "success", "must be true or false, got integer"),
+        ([True], "", "must be a JSON object, got array"),
+    ],
+)
+def test_a_callback_body_without_a_boolean_success_is_a_422(
+    body: Any, path: str, message: str
+) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        parse_callback_request(json.dumps(body).encode())
+    assert caught.value.errors == [FieldError(path, message)]
+
+
+def test_a_callback_body_that_is_not_json_is_a_400() -> None:
+    with pytest.raises(BadRequest):
+        parse_callback_request(b"{")
