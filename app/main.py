@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     }
     app = Starlette(
         routes=api.routes(),
-        middleware=[Middleware(BearerAuth, keys=keys)],
+        middleware=[Middleware(BearerAuth, keys=keys, lookup=runtime.store.authenticate)],
         exception_handlers=handlers,
         lifespan=lifespan,
     )
