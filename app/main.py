@@ -36,6 +36,7 @@ from app.notify import PgWakeups
 from app.settings import Settings
 from app.store import Job, Store
 from app.sweeper import Sweeper
+from app.tenants import NamespaceSigners
 from app.tokens import CallbackClaim, CallbackTokens
 from baton.signing import Signer
 
@@ -111,8 +112,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
             return f"{settings.public_url}/v1/callbacks/{token}"
 
+        signer = Signer(secrets)
+        signers = NamespaceSigners(signer, runtime.store.namespace_signing_secrets)
         deliverer = Deliverer(
-            signer=Signer(secrets),
+            signer=signer,
+            signers=signers,
             policy=policy,
             callback_url=callback_url,
             max_connections=settings.max_concurrency,
