@@ -317,9 +317,11 @@ class Store:
             prefix=key_prefix(key),
             created_at=utcnow(),
         )
+        new_secrets = await self._new_secret_rows(namespace, signing_secrets, replace=False)
         async with in_transaction():
             await row.save()
-            await self._add_namespace_secrets(namespace, signing_secrets)
+            if new_secrets:
+                await NamespaceSecret.bulk_create(new_secrets)
         return _key_info(row), Secret(key)
 
     async def list_api_keys(self, namespace: str | None = None) -> list[ApiKeyInfo]:
@@ -361,15 +363,26 @@ class Store:
         BATON_SIGNING_SECRETS), or a malformed secret.
         """
         _check_secrets(namespace, secrets_)
+        new_secrets = await self._new_secret_rows(namespace, secrets_, replace=replace)
+        # Writes only inside the transaction: on SQLite a transaction that reads before
+        # writing fails when a server process writes in between.
         async with in_transaction():
             if replace:
                 await NamespaceSecret.filter(namespace=namespace).delete()
-            await self._add_namespace_secrets(namespace, secrets_)
+            if new_secrets:
+                await NamespaceSecret.bulk_create(new_secrets)
         return await self.namespace_secret_info(namespace)
 
-    async def _add_namespace_secrets(self, namespace: str, secrets_: Sequence[Secret]) -> None:
-        stored = await NamespaceSecret.filter(namespace=namespace).values_list("secret", flat=True)
-        known = {str(value) for value in stored}
+    async def _new_secret_rows(
+        self, namespace: str, secrets_: Sequence[Secret], *, replace: bool
+    ) -> list[NamespaceSecret]:
+        """Rows for the secrets the namespace does not have yet (all of them on replace)."""
+        known: set[str] = set()
+        if not replace and secrets_:
+            stored = await NamespaceSecret.filter(namespace=namespace).values_list(
+                "secret", flat=True
+            )
+            known = {str(value) for value in stored}
         now = utcnow()
         rows = []
         for secret in secrets_:
@@ -377,8 +390,7 @@ class Store:
             if value not in known:
                 known.add(value)
                 rows.append(NamespaceSecret(namespace=namespace, secret=value, created_at=now))
-        if rows:
-            await NamespaceSecret.bulk_create(rows)
+        return rows
 
     # ----------------------------------------------------------------- create
 

@@ -163,4 +163,5 @@ class NamespaceSigners:
                 log.error("namespace %s has a malformed signing secret; skipped", namespace)
                 continue
             valid.append(str(secret))
-        return Signer(valid) if valid else self.default
+        # Two operators adding the same secret at once may store it twice: sign once.
+        return Signer(list(dict.fromkeys(valid))) if valid else self.default
