@@ -29,6 +29,8 @@ from app.errors import (
     NotFound,
     PayloadTooLarge,
     ProblemError,
+    ServiceUnavailable,
+    StoreError,
     Unauthorized,
     ValidationFailed,
 )
@@ -45,6 +47,7 @@ from app.schemas import (
     parse_create_request,
 )
 from app.store import LIST_LIMIT_MAX, Job, Store, decode_cursor
+from app.tenants import DEFAULT_NAMESPACE, scoped_id
 from app.tokens import CallbackClaim, CallbackTokens, ExpiredToken, InvalidToken
 
 log = logging.getLogger("baton.api")
@@ -54,6 +57,10 @@ SSE_KEEPALIVE_SECONDS = 15.0
 #: How often an event stream looks for new events.
 SSE_POLL_SECONDS = 0.25
 MAX_IDEMPOTENCY_KEY = 255
+#: A bearer token longer than this is no key of ours (generated keys are 46 characters).
+MAX_BEARER_TOKEN = 512
+#: Where BearerAuth puts the authenticated namespace in the ASGI scope.
+NAMESPACE_SCOPE_KEY = "baton.namespace"
 #: Cancel and the other actions take a small options object at most.
 MAX_ACTION_BODY_BYTES = 64 * 1024
 #: A callback carries a result (at most 1 MiB) plus its envelope.
@@ -165,6 +172,7 @@ class Api:
         idempotency_key = request.headers.get("idempotency-key")
         if idempotency_key is not None:
             _check_idempotency_key(idempotency_key)
+        namespace = _namespace(request)
         raw = await read_body(request, MAX_BODY_BYTES)
         spec, document = parse_create_request(
             raw, check_url=self._check_url, check_condition=_check_condition
@@ -182,6 +190,7 @@ class Api:
                 handoff=slots,
                 lease_seconds=dispatcher.lease_seconds if dispatcher is not None else 30.0,
                 on_jobs=jobs.extend,
+                namespace=namespace,
             )
         finally:
             if dispatcher is not None:
@@ -227,13 +236,13 @@ class Api:
             # No workflow can have such a name (and PostgreSQL cannot compare with a NUL).
             return JSON({"items": [], "nextCursor": None})
         items, next_cursor = await self.store.list_workflows(
-            status=status, name=name, limit=limit, cursor=cursor
+            status=status, name=name, limit=limit, cursor=cursor, namespace=_namespace(request)
         )
         return JSON({"items": items, "nextCursor": next_cursor})
 
     async def get_workflow(self, request: Request) -> Response:
         workflow_id = _workflow_id(request)
-        document = await self.store.get_workflow(workflow_id)
+        document = await self.store.get_workflow(_scoped(request, workflow_id))
         if document is None:
             raise NotFound(f"no workflow '{workflow_id}'")
         return JSON(document)
@@ -241,21 +250,21 @@ class Api:
     async def get_step(self, request: Request) -> Response:
         workflow_id = _workflow_id(request)
         step_id = _step_id(request)
-        document = await self.store.get_step(workflow_id, step_id)
+        document = await self.store.get_step(_scoped(request, workflow_id), step_id)
         if document is None:
-            raise NotFound(await self._missing(workflow_id, step_id))
+            raise NotFound(await self._missing(request, workflow_id, step_id))
         return JSON(document)
 
     async def get_dependencies(self, request: Request) -> Response:
         workflow_id = _workflow_id(request)
         step_id = _step_id(request)
-        document = await self.store.get_dependencies(workflow_id, step_id)
+        document = await self.store.get_dependencies(_scoped(request, workflow_id), step_id)
         if document is None:
-            raise NotFound(await self._missing(workflow_id, step_id))
+            raise NotFound(await self._missing(request, workflow_id, step_id))
         return JSON(document)
 
-    async def _missing(self, workflow_id: str, step_id: str) -> str:
-        if not await self.store.workflow_exists(workflow_id):
+    async def _missing(self, request: Request, workflow_id: str, step_id: str) -> str:
+        if not await self.store.workflow_exists(_scoped(request, workflow_id)):
             return f"no workflow '{workflow_id}'"
         return f"workflow '{workflow_id}' has no step '{step_id}'"
 
@@ -264,17 +273,21 @@ class Api:
     async def cancel(self, request: Request) -> Response:
         raw = await read_body(request, MAX_ACTION_BODY_BYTES)
         options = parse_cancel_request(raw)
-        document = await self.store.cancel(_workflow_id(request), compensate=options.compensate)
+        document = await self.store.cancel(
+            _scoped(request, _workflow_id(request)), compensate=options.compensate
+        )
         self.wake()
         return JSON(document)
 
     async def retry(self, request: Request) -> Response:
-        document = await self.store.retry(_workflow_id(request))
+        document = await self.store.retry(_scoped(request, _workflow_id(request)))
         self.wake()
         return JSON(document)
 
     async def retry_step(self, request: Request) -> Response:
-        document = await self.store.retry_step(_workflow_id(request), _step_id(request))
+        document = await self.store.retry_step(
+            _scoped(request, _workflow_id(request)), _step_id(request)
+        )
         self.wake()
         return JSON(document)
 
@@ -304,9 +317,10 @@ class Api:
     # ----------------------------------------------------------------- events
 
     async def events(self, request: Request) -> Response:
-        workflow_id = _workflow_id(request)
+        public = _workflow_id(request)
+        workflow_id = _scoped(request, public)
         if not await self.store.workflow_exists(workflow_id):
-            raise NotFound(f"no workflow '{workflow_id}'")
+            raise NotFound(f"no workflow '{public}'")
         if "text/event-stream" in request.headers.get("accept", ""):
             after = _last_event_id(request.headers.get("last-event-id"))
             return StreamingResponse(
@@ -361,8 +375,26 @@ _FINAL_STATUSES = frozenset(
 )
 
 
+def _namespace(request: Request) -> str:
+    """The namespace of the request's API key (set by BearerAuth)."""
+    namespace = request.scope.get(NAMESPACE_SCOPE_KEY)
+    if not isinstance(namespace, str):
+        # Every /v1 route sits behind BearerAuth: no namespace means no valid key.
+        raise Unauthorized("a valid API key is required: Authorization: Bearer <key>")
+    return namespace
+
+
+def _scoped(request: Request, workflow_id: str) -> str:
+    """The stored id of the request's namespace's workflow ``workflow_id``.
+
+    A workflow of another namespace has another stored id, so every lookup misses
+    it exactly as it misses a workflow that does not exist (404, same document).
+    """
+    return scoped_id(_namespace(request), workflow_id)
+
+
 def _workflow_id(request: Request) -> str:
-    """The workflow id in the path; one that breaks the id rules cannot exist (404)."""
+    """The public workflow id in the path; one that breaks the id rules cannot exist (404)."""
     value: str = request.path_params["workflow_id"]
     if not _ID.fullmatch(value):
         raise NotFound(f"no workflow '{value[:140]}'")
@@ -436,34 +468,74 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class BearerAuth:
-    """ASGI middleware: every ``/v1`` request needs a known bearer key (callbacks excepted)."""
+    """ASGI middleware: every ``/v1`` request needs a known bearer key (callbacks excepted).
 
-    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+    A key from ``BATON_API_KEYS`` (or the generated ``data/api-key``) belongs to the
+    ``default`` namespace; any other key is looked up, by its hash, among the keys
+    stored in the database (``lookup`` answers its namespace, or None). The
+    namespace goes into the scope for the routes.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: list[str],
+        lookup: Callable[[str], Awaitable[str | None]] | None = None,
+    ) -> None:
         self.app = app
         self._keys = [k.encode() for k in keys]
+        self._lookup = lookup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         protected = path.startswith("/v1/") and not path.startswith("/v1/callbacks/")
-        if scope["type"] == "http" and protected and not self._authorized(scope):
-            response = problem_response(
-                Unauthorized("a valid API key is required: Authorization: Bearer <key>"),
-                headers={"WWW-Authenticate": 'Bearer realm="baton"'},
-            )
-            await response(scope, receive, send)
-            return
+        if scope["type"] == "http" and protected:
+            try:
+                namespace = await self._namespace(scope)
+            except StoreError as exc:
+                log.warning("could not check an API key: %s", exc)
+                response = problem_response(
+                    ServiceUnavailable("the database is not answering; try again shortly"),
+                    headers={"Retry-After": "1"},
+                )
+                await response(scope, receive, send)
+                return
+            if namespace is None:
+                response = problem_response(
+                    Unauthorized("a valid API key is required: Authorization: Bearer <key>"),
+                    headers={"WWW-Authenticate": 'Bearer realm="baton"'},
+                )
+                await response(scope, receive, send)
+                return
+            scope[NAMESPACE_SCOPE_KEY] = namespace
         await self.app(scope, receive, send)
 
-    def _authorized(self, scope: Scope) -> bool:
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                if scheme.lower() != b"bearer" or not token:
-                    return False
-                token = token.strip()
-                # Compare against every key so timing says nothing about which matched.
-                return any([hmac.compare_digest(token, k) for k in self._keys])
-        return False
+    async def _namespace(self, scope: Scope) -> str | None:
+        token = _bearer_token(scope)
+        if token is None:
+            return None
+        # Compare against every key so timing says nothing about which matched.
+        if any([hmac.compare_digest(token, k) for k in self._keys]):
+            return DEFAULT_NAMESPACE
+        if self._lookup is None or len(token) > MAX_BEARER_TOKEN:
+            return None
+        try:
+            text = token.decode("ascii")
+        except UnicodeDecodeError:
+            return None  # generated keys are ASCII
+        # Looked up by hash: the lookup's timing depends on the hash, not on the key.
+        return await self._lookup(text)
+
+
+def _bearer_token(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            token = token.strip()
+            if scheme.lower() != b"bearer" or not token:
+                return None
+            return bytes(token)
+    return None
 
 
 async def problem_handler(request: Request, exc: Exception) -> Response:

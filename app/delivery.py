@@ -30,6 +30,7 @@ from app.engine import (
 )
 from app.netguard import NetPolicy, UnsafeURL, check_url_for_delivery, make_transport
 from app.store import Job, Report, iso
+from app.tenants import NamespaceSigners, public_id
 from baton.signing import Signer
 
 log = logging.getLogger("baton.delivery")
@@ -44,7 +45,7 @@ def build_body(job: Job, *, deadline: datetime, callback_url: str | None) -> dic
     if job.payload is not None:
         return job.payload
     body: dict[str, Any] = {
-        "workflowId": job.workflow_id,
+        "workflowId": public_id(job.workflow_id),
         "workflowName": job.workflow_name,
         "stepId": job.step_id,
         "attempt": job.attempt,
@@ -60,7 +61,11 @@ def build_body(job: Job, *, deadline: datetime, callback_url: str | None) -> dic
 
 
 class Deliverer:
-    """Sends jobs and reports what came of them; never raises for a failed request."""
+    """Sends jobs and reports what came of them; never raises for a failed request.
+
+    Requests are signed with ``signer`` (the global secrets), or, given ``signers``,
+    with the secrets of the workflow's namespace where it has its own.
+    """
 
     def __init__(
         self,
@@ -70,8 +75,10 @@ class Deliverer:
         callback_url: Callable[[Job], str | None],
         max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
+        signers: NamespaceSigners | None = None,
     ) -> None:
         self._signer = signer
+        self._signers = signers
         self._policy = policy
         self._callback_url = callback_url
         self._client = httpx.AsyncClient(
@@ -85,18 +92,19 @@ class Deliverer:
         await self._client.aclose()
 
     def build_request(
-        self, job: Job, *, now: datetime | None = None
+        self, job: Job, *, now: datetime | None = None, signer: Signer | None = None
     ) -> tuple[dict[str, str], bytes]:
-        """Headers and body for a job, signed with every configured secret."""
+        """Headers and body for a job, signed with every secret of ``signer`` (by default
+        the global secrets)."""
         now = now or datetime.now(UTC)
         deadline = now + timedelta(seconds=job.timeout)
         callback_url = self._callback_url(job) if job.kind is DeliveryKind.STEP else None
         body = orjson.dumps(build_body(job, deadline=deadline, callback_url=callback_url))
-        headers = self._signer.headers(job.message_id, int(now.timestamp()), body)
+        headers = (signer or self._signer).headers(job.message_id, int(now.timestamp()), body)
         headers.update(
             {
                 "Content-Type": "application/json",
-                "Baton-Workflow-Id": job.workflow_id,
+                "Baton-Workflow-Id": public_id(job.workflow_id),
                 "Baton-Attempt": str(job.attempt),
                 "Baton-Kind": job.kind.value,
             }
@@ -128,7 +136,10 @@ class Deliverer:
         except UnsafeURL as exc:
             # The URL itself is refused: trying again cannot help.
             return AttemptResult.failure(StepErrorCode.CONNECTION_ERROR, str(exc), retryable=False)
-        headers, body = self.build_request(job, now=now)
+        signer = self._signer
+        if self._signers is not None:
+            signer = await self._signers.for_workflow(job.workflow_id)
+        headers, body = self.build_request(job, now=now, signer=signer)
         try:
             async with asyncio.timeout(job.timeout):
                 async with self._client.stream("POST", job.url, content=body, headers=headers) as r:

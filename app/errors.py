@@ -10,7 +10,8 @@
     │   ├── Gone                   (410)
     │   ├── PayloadTooLarge        (413)
     │   ├── UnsupportedMediaType   (415)
-    │   └── ValidationFailed       (422, with one entry per problem in ``errors``)
+    │   ├── ValidationFailed       (422, with one entry per problem in ``errors``)
+    │   └── ServiceUnavailable     (503)
     ├── StoreError                 -- the database gateway could not do what was asked
     │   └── TransitionRejected     -- a conditional update matched nothing (someone else won)
     └── ConfigurationError         -- settings that cannot work (refused at start-up)
@@ -122,6 +123,12 @@ class ValidationFailed(ProblemError):
         super().__init__(
             detail or f"The request has {count} problem{'s' if count != 1 else ''}.", errors
         )
+
+
+class ServiceUnavailable(ProblemError):
+    status = 503
+    title = "Service Unavailable"
+    type_slug = "service-unavailable"
 
 
 class StoreError(BatonError):

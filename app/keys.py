@@ -1,11 +1,13 @@
 """API keys and signing secrets: from the environment, or generated once under data/.
 
 A generated value is written with mode 0600 and only its path is logged, never
-the value itself.
+the value itself. Keys created with ``python -m app keys create`` live in the
+database as their SHA-256 only (see :func:`hash_api_key`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -23,8 +25,32 @@ API_KEY_FILE = "api-key"
 SIGNING_SECRET_FILE = "signing-secret"
 
 
+#: How many leading characters of a stored key are kept to recognise it in a list.
+KEY_PREFIX_LENGTH = 10
+
+
 def generate_api_key() -> str:
     return f"bk_{secrets.token_urlsafe(32)}"
+
+
+def new_key_id() -> str:
+    """The public handle of a stored key, used to list and revoke it."""
+    return f"key_{secrets.token_hex(8)}"
+
+
+def hash_api_key(key: str | bytes) -> str:
+    """Hex SHA-256 of a key: what the database keeps, and looks keys up by.
+
+    Keys are 256-bit random tokens, so a fast hash is enough: there is nothing to
+    guess by brute force that is easier than the key itself.
+    """
+    raw = key.encode() if isinstance(key, str) else key
+    return hashlib.sha256(raw).hexdigest()
+
+
+def key_prefix(key: str) -> str:
+    """The first characters of a key, shown in lists to tell keys apart."""
+    return key[:KEY_PREFIX_LENGTH]
 
 
 def load_or_create(

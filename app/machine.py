@@ -42,6 +42,7 @@ from app.engine import (
     satisfies_dependents,
     workflow_error,
 )
+from app.tenants import public_id
 
 
 class CompensationStatus(enum.StrEnum):
@@ -307,7 +308,7 @@ class Machine:
     def cancel(self, *, compensate: bool) -> None:
         """Cancel through the API: nothing new starts; in-flight answers start nothing."""
         if self.workflow.status not in (WorkflowStatus.PENDING, WorkflowStatus.RUNNING):
-            raise Conflict(f"workflow '{self.workflow.id}' is {self.workflow.status}")
+            raise Conflict(f"workflow '{public_id(self.workflow.id)}' is {self.workflow.status}")
         self.workflow.end_reason = WorkflowErrorCode.CANCELLED
         error = workflow_error(WorkflowErrorCode.CANCELLED, None)
         self.workflow.error = error
@@ -341,7 +342,7 @@ class Machine:
             return
         if status is not WorkflowStatus.FAILED:
             raise Conflict(
-                f"workflow '{self.workflow.id}' is {status}; only failed or "
+                f"workflow '{public_id(self.workflow.id)}' is {status}; only failed or "
                 "compensation_failed workflows can be retried"
             )
         self._queue.append(("retry_failed", None))
@@ -357,7 +358,7 @@ class Machine:
             WorkflowStatus.COMPENSATION_FAILED,
         ):
             raise Conflict(
-                f"workflow '{self.workflow.id}' is {self.workflow.status}; "
+                f"workflow '{public_id(self.workflow.id)}' is {self.workflow.status}; "
                 "steps of a compensated workflow cannot be re-run"
             )
         self._queue.append(("retry_from", step_id))
@@ -714,7 +715,7 @@ class Machine:
         assert url is not None
         lists = outcome_lists(self.steps.values())
         payload = {
-            "workflowId": w.id,
+            "workflowId": public_id(w.id),
             "workflowName": w.name,
             "status": w.status.value,
             "context": w.context,

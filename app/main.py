@@ -39,6 +39,7 @@ from app.notify import PgWakeups
 from app.settings import Settings
 from app.store import Job, Store
 from app.sweeper import Sweeper
+from app.tenants import NamespaceSigners
 from app.tokens import MAX_LIFETIME, CallbackClaim, CallbackTokens
 from baton.signing import Signer
 
@@ -130,8 +131,11 @@ def create_app(
             )
             return f"{settings.public_url}/v1/callbacks/{token}"
 
+        signer = Signer(secrets)
+        signers = NamespaceSigners(signer, runtime.store.namespace_signing_secrets)
         deliverer = Deliverer(
-            signer=Signer(secrets),
+            signer=signer,
+            signers=signers,
             policy=policy,
             callback_url=callback_url,
             max_connections=settings.max_concurrency,
@@ -179,7 +183,7 @@ def create_app(
     }
     app = Starlette(
         routes=api.routes(),
-        middleware=[Middleware(BearerAuth, keys=keys)],
+        middleware=[Middleware(BearerAuth, keys=keys, lookup=runtime.store.authenticate)],
         exception_handlers=handlers,
         lifespan=lifespan,
     )

@@ -14,7 +14,10 @@ from tortoise.models import Model
 
 
 class Workflow(Model):
-    id = fields.CharField(primary_key=True, max_length=128)
+    #: The id scoped by namespace: the public id in the default namespace, else namespace/id.
+    id = fields.CharField(primary_key=True, max_length=192)
+    #: The namespace of the API key that created the workflow.
+    namespace = fields.CharField(max_length=63, default="default", db_default="default")
     name = fields.CharField(max_length=200, null=True)
     status = fields.CharField(max_length=24)
     context: Any = fields.JSONField()
@@ -30,7 +33,8 @@ class Workflow(Model):
     error: Any = fields.JSONField(null=True)
     #: sha256 of the canonical create request, for idempotent creates.
     request_hash = fields.CharField(max_length=64)
-    idempotency_key = fields.CharField(max_length=255, null=True, unique=True)
+    #: The Idempotency-Key, prefixed by the namespace and a unit separator outside the default one.
+    idempotency_key = fields.CharField(max_length=320, null=True, unique=True)
     #: Steps not yet completed, failed, skipped or cancelled.
     open_steps = fields.IntField()
     #: The first step that failed for good without continueOnFailure.
@@ -48,6 +52,7 @@ class Workflow(Model):
             ("status", "created_at"),
             ("name", "created_at"),
             ("status", "deadline_at"),
+            ("namespace", "created_at", "id"),
         )
 
 
@@ -168,3 +173,36 @@ class Event(Model):
     class Meta:
         table = "events"
         indexes = (("workflow_id", "id"),)
+
+
+class ApiKey(Model):
+    """An API key of a namespace. Only its SHA-256 is kept: the key is shown once, at creation."""
+
+    #: Public handle of the key (key_...), used to list and revoke it.
+    id = fields.CharField(primary_key=True, max_length=32)
+    namespace = fields.CharField(max_length=63)
+    #: Hex SHA-256 of the key (keys are random 256-bit tokens, so a fast hash suffices).
+    key_hash = fields.CharField(max_length=64, unique=True)
+    #: The first characters of the key, to recognise it in a list (not enough to use it).
+    prefix = fields.CharField(max_length=16)
+    created_at = fields.DatetimeField()
+    revoked_at = fields.DatetimeField(null=True)
+    #: Updated at most once a minute per process.
+    last_used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "api_keys"
+        indexes = (("namespace", "created_at"),)
+
+
+class NamespaceSecret(Model):
+    """A signing secret of one namespace. All of a namespace's secrets sign its requests."""
+
+    id = fields.BigIntField(primary_key=True)
+    namespace = fields.CharField(max_length=63, db_index=True)
+    #: A whsec_ secret. Kept as is: it is an HMAC key, needed to sign.
+    secret = fields.TextField()
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "namespace_secrets"

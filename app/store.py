@@ -31,8 +31,9 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 import orjson
+from starlette.datastructures import Secret
 from tortoise import fields
-from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
 from tortoise.expressions import Q
 from tortoise.functions import Count
 from tortoise.models import Model
@@ -58,6 +59,7 @@ from app.engine import (
     previous_steps,
 )
 from app.errors import Conflict, Gone, NotFound, StoreError, TransitionRejected
+from app.keys import generate_api_key, hash_api_key, key_prefix, new_key_id
 from app.machine import (
     CompensationStatus,
     DeliveryView,
@@ -69,10 +71,28 @@ from app.machine import (
 )
 from app.machine import Conflict as MachineConflict
 from app.machine import Event as MachineEvent
-from app.models import Attempt, Delivery, Event, ServerSecret, Step, Workflow
+from app.models import (
+    ApiKey,
+    Attempt,
+    Delivery,
+    Event,
+    NamespaceSecret,
+    ServerSecret,
+    Step,
+    Workflow,
+)
 from app.notify import CHANNEL as NOTIFY_CHANNEL
 from app.schemas import ID_PATTERN, WorkflowCreate
+from app.tenants import (
+    DEFAULT_NAMESPACE,
+    check_namespace,
+    namespace_of,
+    public_id,
+    scoped_id,
+    scoped_idempotency_key,
+)
 from app.tokens import CallbackClaim
+from baton.signing import decode_secret
 
 log = logging.getLogger("baton.store")
 
@@ -83,6 +103,16 @@ GRAPH_CACHE_STEPS = 200_000
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 500
 _ID = re.compile(ID_PATTERN)
+#: A key's last_used_at is written at most this often (seconds) by one process.
+KEY_USE_RESOLUTION = 60.0
+#: What the driver raises when the database cannot be reached or answer.
+_UNAVAILABLE = (
+    OperationalError,
+    DBConnectionError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
 
 
 def utcnow() -> datetime:
@@ -226,6 +256,8 @@ class Store:
         #: Events written by this process, by type (for metrics). A transaction that
         #: loses a race and runs again is counted once per run.
         self.event_tally: Counter[str] = Counter()
+        #: API key id -> when this process last wrote its last_used_at (monotonic).
+        self._key_use: dict[str, float] = {}
 
     # ----------------------------------------------------------------- health
 
@@ -254,6 +286,132 @@ class Store:
                 row = await ServerSecret.get(name=name)
         return row.value
 
+    # ----------------------------------------------------------------- tenants
+
+    async def authenticate(self, key: str) -> str | None:
+        """The namespace of a stored, unrevoked API key, or None; looked up by its hash.
+
+        Asked on every request (no cache), so a revoked key is refused at once by
+        every process. Raises StoreError when the database cannot answer.
+        """
+        try:
+            row = (
+                await ApiKey.filter(key_hash=hash_api_key(key), revoked_at__isnull=True)
+                .first()
+                .values_list("id", "namespace")
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreError(f"could not check the API key: {type(exc).__name__}") from exc
+        if row is None:
+            return None
+        key_id, namespace = row
+        await self._note_key_use(str(key_id))
+        return str(namespace)
+
+    async def _note_key_use(self, key_id: str) -> None:
+        now = time.monotonic()
+        if now - self._key_use.get(key_id, float("-inf")) < KEY_USE_RESOLUTION:
+            return
+        self._key_use[key_id] = now
+        try:
+            await ApiKey.filter(id=key_id).update(last_used_at=utcnow())
+        except _UNAVAILABLE as exc:
+            # Bookkeeping only: never fail the request over it.
+            log.warning("could not record the use of API key %s: %s", key_id, exc)
+
+    async def create_api_key(
+        self, namespace: str, *, signing_secrets: Sequence[Secret] = ()
+    ) -> tuple[ApiKeyInfo, Secret]:
+        """A new API key of ``namespace``: its record, and the key itself (shown once).
+
+        Only the key's hash is stored. ``signing_secrets`` are added to the namespace's
+        own secrets in the same transaction. ValueError for an invalid namespace name or
+        secrets that ``set_namespace_secrets`` refuses.
+        """
+        _check_secrets(namespace, signing_secrets)
+        key = generate_api_key()
+        row = ApiKey(
+            id=new_key_id(),
+            namespace=namespace,
+            key_hash=hash_api_key(key),
+            prefix=key_prefix(key),
+            created_at=utcnow(),
+        )
+        new_secrets = await self._new_secret_rows(namespace, signing_secrets, replace=False)
+        async with in_transaction():
+            await row.save()
+            if new_secrets:
+                await NamespaceSecret.bulk_create(new_secrets)
+        return _key_info(row), Secret(key)
+
+    async def list_api_keys(self, namespace: str | None = None) -> list[ApiKeyInfo]:
+        """Every stored key (of one namespace, if given), oldest first, without hashes."""
+        query = ApiKey.all() if namespace is None else ApiKey.filter(namespace=namespace)
+        return [_key_info(row) for row in await query.order_by("created_at", "id")]
+
+    async def revoke_api_key(self, key_id: str) -> tuple[ApiKeyInfo, bool] | None:
+        """Revoke a key: (its record, whether this call revoked it), or None if unknown."""
+        revoked = await ApiKey.filter(id=key_id, revoked_at__isnull=True).update(
+            revoked_at=utcnow()
+        )
+        row = await ApiKey.get_or_none(id=key_id)
+        if row is None:
+            return None
+        return _key_info(row), bool(revoked)
+
+    async def namespace_signing_secrets(self, namespace: str) -> list[Secret]:
+        """A namespace's own signing secrets, oldest first (empty: it uses the global ones)."""
+        rows = (
+            await NamespaceSecret.filter(namespace=namespace)
+            .order_by("id")
+            .values_list("secret", flat=True)
+        )
+        return [Secret(str(secret)) for secret in rows]
+
+    async def namespace_secret_info(self, namespace: str) -> list[SecretInfo]:
+        """A namespace's signing secrets as fingerprints and creation times (never the secret)."""
+        rows = await NamespaceSecret.filter(namespace=namespace).order_by("id")
+        return [_secret_info(row) for row in rows]
+
+    async def set_namespace_secrets(
+        self, namespace: str, secrets_: Sequence[Secret], *, replace: bool
+    ) -> list[SecretInfo]:
+        """Add signing secrets to a namespace, or ``replace`` its secrets with them (an empty
+        list then clears them: the namespace signs with the global secrets again).
+
+        ValueError for an invalid namespace name, the default namespace (it signs with
+        BATON_SIGNING_SECRETS), or a malformed secret.
+        """
+        _check_secrets(namespace, secrets_)
+        new_secrets = await self._new_secret_rows(namespace, secrets_, replace=replace)
+        # Writes only inside the transaction: on SQLite a transaction that reads before
+        # writing fails when a server process writes in between.
+        async with in_transaction():
+            if replace:
+                await NamespaceSecret.filter(namespace=namespace).delete()
+            if new_secrets:
+                await NamespaceSecret.bulk_create(new_secrets)
+        return await self.namespace_secret_info(namespace)
+
+    async def _new_secret_rows(
+        self, namespace: str, secrets_: Sequence[Secret], *, replace: bool
+    ) -> list[NamespaceSecret]:
+        """Rows for the secrets the namespace does not have yet (all of them on replace)."""
+        known: set[str] = set()
+        if not replace and secrets_:
+            stored = await NamespaceSecret.filter(namespace=namespace).values_list(
+                "secret", flat=True
+            )
+            known = {str(value) for value in stored}
+        now = utcnow()
+        rows = []
+        for secret in secrets_:
+            value = str(secret)
+            if value not in known:
+                known.add(value)
+                rows.append(NamespaceSecret(namespace=namespace, secret=value, created_at=now))
+        return rows
+
     # ----------------------------------------------------------------- create
 
     async def create_workflow(
@@ -265,8 +423,10 @@ class Store:
         handoff: int = 0,
         lease_seconds: float = 30.0,
         on_jobs: Callable[[list[Job]], None] | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> tuple[dict[str, Any], bool]:
-        """Store a new workflow and make its root steps due; idempotent by id or key.
+        """Store a new workflow of ``namespace`` and make its root steps due; idempotent
+        by id or key, both scoped by the namespace.
 
         Answers (status document, created). A second create with the same id (or
         Idempotency-Key) and the same body answers the stored workflow; a different
@@ -274,9 +434,11 @@ class Store:
         process and passed to ``on_jobs`` once committed, to be sent at once.
         """
         budget = _Handoff(handoff, lease_seconds)
-        workflow_id = spec.id or new_workflow_id()
+        workflow_id = scoped_id(namespace, spec.id or new_workflow_id())
+        if idempotency_key is not None:
+            idempotency_key = scoped_idempotency_key(namespace, idempotency_key)
         if spec.id is not None or idempotency_key is not None:
-            existing = await self._find_existing(spec.id, idempotency_key)
+            existing = await self._find_existing(workflow_id if spec.id else None, idempotency_key)
             if existing is not None:
                 return await self._same_or_conflict(existing, request_hash), False
         try:
@@ -307,7 +469,9 @@ class Store:
 
     async def _same_or_conflict(self, existing: Workflow, request_hash: str) -> dict[str, Any]:
         if existing.request_hash != request_hash:
-            raise Conflict(f"workflow '{existing.id}' already exists with a different request body")
+            raise Conflict(
+                f"workflow '{public_id(existing.id)}' already exists with a different request body"
+            )
         document = await self.get_workflow(existing.id)
         assert document is not None
         return document
@@ -336,6 +500,7 @@ class Store:
             timeout=spec.timeout,
             on_complete=spec.on_complete,
             on_error=spec.on_error,
+            namespace=namespace_of(workflow_id),
             created_at=now,
             started_at=now,
             completed_at=None,
@@ -426,15 +591,18 @@ class Store:
         name: str | None = None,
         limit: int = LIST_LIMIT_DEFAULT,
         cursor: str | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Workflow summaries, newest first, with an opaque cursor for the next page."""
-        query = Workflow.all()
+        """The namespace's workflow summaries, newest first, with an opaque cursor for the
+        next page (it carries public ids: within a namespace they order like scoped ones)."""
+        query = Workflow.filter(namespace=namespace)
         if status:
             query = query.filter(status=status)
         if name:
             query = query.filter(name=name)
         if cursor:
             created_at, last_id = decode_cursor(cursor)
+            last_id = scoped_id(namespace, last_id)
             query = query.filter(
                 Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=last_id)
             )
@@ -442,7 +610,7 @@ class Store:
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
+            next_cursor = encode_cursor(rows[-1].created_at, public_id(rows[-1].id))
         return [_summary(w) for w in rows], next_cursor
 
     async def get_step(self, workflow_id: str, step_id: str) -> dict[str, Any] | None:
@@ -923,7 +1091,7 @@ class Store:
 
         def act(machine: Machine) -> None:
             if step_id not in machine.steps:
-                raise NotFound(f"workflow '{workflow_id}' has no step '{step_id}'")
+                raise NotFound(f"workflow '{public_id(workflow_id)}' has no step '{step_id}'")
             machine.retry_step(step_id)
 
         return await self._act(workflow_id, act)
@@ -938,7 +1106,7 @@ class Store:
         async with in_transaction():
             session = await self._session(workflow_id, None)
             if session is None:
-                raise NotFound(f"no workflow '{workflow_id}'")
+                raise NotFound(f"no workflow '{public_id(workflow_id)}'")
             try:
                 action(session.machine)
                 await self._run(session.machine, session.loaded, session.finished)
@@ -1846,7 +2014,7 @@ def _attempt_row(report: Report) -> dict[str, Any]:
 
 def _summary(w: Workflow) -> dict[str, Any]:
     return {
-        "id": w.id,
+        "id": public_id(w.id),
         "name": w.name,
         "status": w.status,
         "createdAt": iso(w.created_at),
@@ -1862,7 +2030,7 @@ def _status_document(
 ) -> dict[str, Any]:
     lists = outcome_lists(_step_state(s, None) for s in steps)
     return {
-        "id": w.id,
+        "id": public_id(w.id),
         "name": w.name,
         "status": w.status,
         "context": w.context,
@@ -1924,7 +2092,7 @@ def _event_document(e: Event) -> dict[str, Any]:
     return {
         "id": e.id,
         "type": e.type,
-        "workflowId": e.workflow_id,  # type: ignore[attr-defined]
+        "workflowId": public_id(e.workflow_id),  # type: ignore[attr-defined]
         "stepId": e.step_id,
         "at": iso(e.at),
         "data": e.data or {},
@@ -1955,3 +2123,54 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return when.astimezone(UTC), workflow_id
     except (ValueError, TypeError, OverflowError, orjson.JSONDecodeError) as exc:
         raise ValueError("invalid cursor") from exc
+
+
+# --------------------------------------------------------------------------- tenants
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    """What may be shown about a stored API key: never the key, never its hash."""
+
+    id: str
+    namespace: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    """What may be shown about a namespace's signing secret: a fingerprint, not the secret."""
+
+    fingerprint: str
+    created_at: datetime
+
+
+def _check_secrets(namespace: str, secrets_: Sequence[Secret]) -> None:
+    check_namespace(namespace)
+    if namespace == DEFAULT_NAMESPACE and secrets_:
+        raise ValueError("the default namespace signs with BATON_SIGNING_SECRETS")
+    for secret in secrets_:
+        decode_secret(str(secret))  # InvalidSecret is a ValueError, and names no secret
+
+
+def _key_info(row: ApiKey) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        id=row.id,
+        namespace=row.namespace,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+def secret_fingerprint(secret: str) -> str:
+    """A short, one-way name for a secret, to tell secrets apart during a rotation."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def _secret_info(row: NamespaceSecret) -> SecretInfo:
+    return SecretInfo(fingerprint=secret_fingerprint(row.secret), created_at=row.created_at)

@@ -32,6 +32,8 @@ from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
+from app.tenants import DEFAULT_NAMESPACE, is_namespace, namespace_of, public_id, scoped_id
+
 SALT = "baton.callback.v1"
 #: The longest any token lives: the longest workflow timeout (31 days).
 MAX_LIFETIME = 31 * 86400
@@ -42,6 +44,7 @@ CLOCK_LEEWAY = 60
 
 @dataclass(frozen=True, slots=True)
 class CallbackClaim:
+    #: The workflow's scoped id (see app.tenants).
     workflow_id: str
     step_id: str
     run_id: str
@@ -61,7 +64,10 @@ class ExpiredToken(TokenError):
 
 
 class CallbackTokens:
-    """Makes and checks callback tokens with one key; ``clock`` is for tests."""
+    """Makes and checks callback tokens with one key; ``clock`` is for tests.
+
+    Tokens carry the public workflow id, plus the namespace outside the default one.
+    """
 
     def __init__(self, secret: str, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -78,9 +84,17 @@ class CallbackTokens:
     def make(self, claim: CallbackClaim, *, lifetime: float = MAX_LIFETIME) -> str:
         """A token for ``claim`` accepted for ``lifetime`` seconds (the workflow's timeout)."""
         seconds = min(MAX_LIFETIME, max(1, math.ceil(lifetime)))
-        return self._serializer.dumps(
-            [claim.workflow_id, claim.step_id, claim.run_id, claim.attempt, seconds]
-        )
+        values: list[str | int] = [
+            public_id(claim.workflow_id),
+            claim.step_id,
+            claim.run_id,
+            claim.attempt,
+            seconds,
+        ]
+        namespace = namespace_of(claim.workflow_id)
+        if namespace != DEFAULT_NAMESPACE:
+            values.append(namespace)
+        return self._serializer.dumps(values)
 
     def load(self, token: str) -> CallbackClaim:
         """The claim a token carries.
@@ -106,15 +120,19 @@ class CallbackTokens:
 
 
 def _parse(payload: Any) -> tuple[CallbackClaim, float]:
-    if not isinstance(payload, list):
+    """[id, step, run, attempt, lifetime, namespace?]; tokens issued before they
+    carried their lifetime are [id, step, run, attempt] (default namespace)."""
+    if not isinstance(payload, list) or len(payload) not in (4, 5, 6):
         raise ValueError("not a callback token")
-    if len(payload) == 4:
-        # Issued before tokens carried their lifetime: the longest any token lives.
-        workflow_id, step_id, run_id, attempt = payload
-        lifetime: Any = MAX_LIFETIME
-    else:
-        workflow_id, step_id, run_id, attempt, lifetime = payload
-    claim = CallbackClaim(str(workflow_id), str(step_id), str(run_id), int(attempt))
+    workflow_id, step_id, run_id, attempt = payload[:4]
+    # Issued before tokens carried their lifetime: the longest any token lives.
+    lifetime: Any = payload[4] if len(payload) >= 5 else MAX_LIFETIME
+    namespace = str(payload[5]) if len(payload) == 6 else DEFAULT_NAMESPACE
+    if not is_namespace(namespace):
+        raise ValueError("unexpected namespace")
+    claim = CallbackClaim(
+        scoped_id(namespace, str(workflow_id)), str(step_id), str(run_id), int(attempt)
+    )
     return claim, min(float(lifetime), MAX_LIFETIME)
 
 
