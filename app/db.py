@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.exceptions import BaseORMException
 from tortoise.migrations.api import migrate
 
@@ -43,8 +44,14 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     # Tortoise caches compiled SQL per connection *name*: a name per dialect keeps a
     # process that opens SQLite and then PostgreSQL (the test suite) from mixing them.
     name = "sqlite" if url.startswith("sqlite") else "postgres"
+    connection: str | dict[str, Any] = url
+    if name == "sqlite":
+        # Tortoise's SQLite client, with transactions run without a thread hand-over
+        # per statement (app/sqlite.py).
+        connection = expand_db_url(url)
+        connection["engine"] = "app.sqlite"
     return {
-        "connections": {name: url},
+        "connections": {name: connection},
         "apps": {
             "models": {
                 "models": ["app.models"],

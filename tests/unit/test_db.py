@@ -51,7 +51,13 @@ def test_sqlite_path(url: str, expected: Path | None) -> None:
 def test_tortoise_config_tunes_sqlite_and_names_connections_by_dialect(tmp_path: Path) -> None:
     config = tortoise_config(f"sqlite://{tmp_path}/db.sqlite3")
     assert list(config["connections"]) == ["sqlite"]
-    assert "synchronous=NORMAL" in config["connections"]["sqlite"]
+    sqlite = config["connections"]["sqlite"]
+    # Baton's SQLite client (transactions without a thread hand-over per statement).
+    assert sqlite["engine"] == "app.sqlite"
+    assert sqlite["credentials"]["file_path"] == f"{tmp_path}/db.sqlite3"
+    assert sqlite["credentials"]["synchronous"] == "NORMAL"
+    assert sqlite["credentials"]["busy_timeout"] == "5000"
+    assert sqlite["credentials"]["journal_mode"] == "WAL"
     pg = tortoise_config("postgresql://u:p@h:5432/db")
     assert pg["connections"] == {"postgres": "postgres://u:p@h:5432/db"}
     with pytest.raises(ConfigurationError):
