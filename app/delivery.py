@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +39,8 @@ log = logging.getLogger("baton.delivery")
 USER_AGENT = f"Baton/{__version__}"
 #: Connecting gets at most this long, whatever the step's timeout.
 CONNECT_TIMEOUT = 10.0
+#: Step URLs remembered as having passed the static SSRF check.
+CHECKED_URLS = 10_000
 
 
 def build_body(job: Job, *, deadline: datetime, callback_url: str | None) -> dict[str, Any]:
@@ -80,6 +83,9 @@ class Deliverer:
         self._signer = signer
         self._signers = signers
         self._policy = policy
+        #: URLs that passed the static SSRF check under this (fixed) policy. The
+        #: transport checks every request again, and what each name resolves to.
+        self._checked: OrderedDict[str, None] = OrderedDict()
         self._callback_url = callback_url
         self._client = httpx.AsyncClient(
             transport=transport or make_transport(policy, limit=max_connections),
@@ -131,11 +137,17 @@ class Deliverer:
         )
 
     async def _attempt(self, job: Job, now: datetime) -> AttemptResult:
-        try:
-            check_url_for_delivery(job.url, self._policy)
-        except UnsafeURL as exc:
-            # The URL itself is refused: trying again cannot help.
-            return AttemptResult.failure(StepErrorCode.CONNECTION_ERROR, str(exc), retryable=False)
+        if job.url not in self._checked:
+            try:
+                check_url_for_delivery(job.url, self._policy)
+            except UnsafeURL as exc:
+                # The URL itself is refused: trying again cannot help.
+                return AttemptResult.failure(
+                    StepErrorCode.CONNECTION_ERROR, str(exc), retryable=False
+                )
+            self._checked[job.url] = None
+            if len(self._checked) > CHECKED_URLS:
+                self._checked.popitem(last=False)
         signer = self._signer
         if self._signers is not None:
             signer = await self._signers.for_workflow(job.workflow_id)
