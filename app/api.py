@@ -190,13 +190,14 @@ class Api:
                 handoff=slots,
                 lease_seconds=dispatcher.lease_seconds if dispatcher is not None else 30.0,
                 on_jobs=jobs.extend,
+                # Roots this process claimed are sent at once; the claim loop is woken
+                # only for those it could not take (no free slots).
+                on_due=self.wake,
                 namespace=namespace,
             )
         finally:
             if dispatcher is not None:
                 dispatcher.release(slots, jobs)
-        if created:
-            self.wake()
         return JSON(
             body,
             status_code=201 if created else 200,

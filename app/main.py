@@ -45,6 +45,9 @@ from baton.signing import Signer
 
 log = logging.getLogger("baton")
 
+#: The cyclic collector's thresholds once the server runs (Python's are 700, 10, 10).
+GC_THRESHOLDS = (20_000, 20, 50)
+
 CALLBACK_TOKEN_SECRET = "callback-token"
 
 
@@ -161,7 +164,10 @@ def create_app(
         # Everything loaded so far (modules, models, compiled schemas) lives as long as
         # the process: keep the collector from walking it again on every full pass,
         # which would pause the event loop for milliseconds in the middle of a hop.
+        # Most of what a request allocates is freed by reference counting; collecting
+        # cycles less often saves 10-15 % of the CPU a step costs (bench/storeloop.py).
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         log.info("Baton %s ready (owner %s)", __version__, runtime.store.owner)
         try:
             yield

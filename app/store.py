@@ -202,6 +202,8 @@ class _Handoff:
     remaining: int
     lease_seconds: float
     jobs: list[Job] = field(default_factory=list)
+    #: Requests made due that were not claimed here: someone must claim them.
+    left_due: bool = False
 
 
 @dataclass(slots=True)
@@ -423,6 +425,7 @@ class Store:
         handoff: int = 0,
         lease_seconds: float = 30.0,
         on_jobs: Callable[[list[Job]], None] | None = None,
+        on_due: Callable[[], None] | None = None,
         namespace: str = DEFAULT_NAMESPACE,
     ) -> tuple[dict[str, Any], bool]:
         """Store a new workflow of ``namespace`` and make its root steps due; idempotent
@@ -431,7 +434,8 @@ class Store:
         Answers (status document, created). A second create with the same id (or
         Idempotency-Key) and the same body answers the stored workflow; a different
         body raises Conflict. Up to ``handoff`` root requests are claimed for this
-        process and passed to ``on_jobs`` once committed, to be sent at once.
+        process and passed to ``on_jobs`` once committed, to be sent at once;
+        ``on_due`` is called once committed if requests were left due for a claim.
         """
         budget = _Handoff(handoff, lease_seconds)
         workflow_id = scoped_id(namespace, spec.id or new_workflow_id())
@@ -454,6 +458,8 @@ class Store:
             return await self._same_or_conflict(existing, request_hash), False
         if on_jobs is not None and budget.jobs:
             on_jobs(budget.jobs)
+        if on_due is not None and budget.left_due:
+            on_due()
         return document, True
 
     async def _find_existing(
@@ -1454,6 +1460,8 @@ class Store:
             await _insert_many(Delivery, others)
             if others:
                 await _notify_due()
+                if budget is not None:
+                    budget.left_due = True
         if writes.events:
             await _insert_many(Event, writes.events)
         if writes.handed and budget is not None:
