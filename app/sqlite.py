@@ -7,12 +7,15 @@ each. A settle of one answer is a dozen statements, so most of its time went
 to hand-overs.
 
 Here a transaction takes SQLite's write lock when it begins (``BEGIN
-IMMEDIATE``, on the worker thread, so waiting for another process's lock —
-the ``keys`` command — never blocks the event loop), and then runs its
-statements directly on the event loop's thread: holding the write lock of a
-WAL database, a statement never waits for anyone. COMMIT and ROLLBACK go back
-to the worker thread (a commit may checkpoint the WAL). Statements outside a
-transaction (the API's reads) still run on the worker thread.
+IMMEDIATE``) and runs everything, COMMIT included, directly on the event
+loop's thread: holding the write lock of a WAL database, a statement never
+waits for anyone (a COMMIT appends to the log; now and then it also copies
+the log back into the database, a few milliseconds). Only taking the lock
+can wait, when another process (the ``keys`` command) holds it: BEGIN first
+tries without waiting, and if the lock is taken, waits for it on the worker
+thread (up to ``busy_timeout``), so the event loop never blocks on another
+process. Statements outside a transaction (the API's reads) still run on
+the worker thread.
 
 Taking the write lock at BEGIN also means a transaction that reads and then
 writes can no longer fail with "database is locked" when another process
@@ -36,7 +39,7 @@ from tortoise.backends.sqlite.client import (
     SqliteTransactionWrapper,
     translate_exceptions,
 )
-from tortoise.exceptions import TransactionManagementError
+from tortoise.exceptions import OperationalError, TransactionManagementError
 
 #: Tortoise quotes NUL characters in query text this way (as its own client does).
 _NUL = "'||CHAR(0)||'"
@@ -65,6 +68,10 @@ class InlineSqliteClient(SqliteClient):
 class InlineTransaction(SqliteTransactionWrapper):
     """A transaction holding the write lock, its statements run without a hand-over."""
 
+    def __init__(self, connection: SqliteClient) -> None:
+        super().__init__(connection)
+        self.pragmas = connection.pragmas
+
     def _in_transaction(self) -> TransactionContext:
         return NestedTransactionContext(InlineTransaction(self))
 
@@ -72,10 +79,41 @@ class InlineTransaction(SqliteTransactionWrapper):
         return cast(sqlite3.Connection, self._connection._conn)
 
     async def begin(self) -> None:
+        connection = self._sqlite()
+        busy_timeout = self.pragmas.get("busy_timeout", 0)
         try:
+            # Usually nobody holds the lock: take it here, without waiting.
+            connection.execute("PRAGMA busy_timeout = 0")
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError:
+                pass  # another process writes: wait for it on the worker thread
+            finally:
+                connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout)}")
             await self._connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise TransactionManagementError(exc) from exc
+
+    async def commit(self) -> None:
+        if self._finalized:
+            raise TransactionManagementError("Transaction already finalised")
+        self._run_final("COMMIT")
+
+    async def rollback(self) -> None:
+        if self._finalized:
+            raise TransactionManagementError("Transaction already finalised")
+        self._run_final("ROLLBACK")
+
+    def _run_final(self, statement: str) -> None:
+        # Holding the write lock, COMMIT does not wait either (with WAL it appends to the
+        # log; a checkpoint now and then copies it back, a few milliseconds).
+        try:
+            self._sqlite().execute(statement)
+        except sqlite3.OperationalError as exc:
+            raise OperationalError(exc) from exc
+        finally:
+            self._finalized = True
 
     @translate_exceptions
     async def execute_insert(self, query: str, values: list[Any]) -> int:

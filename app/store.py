@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
 import re
@@ -1800,10 +1801,27 @@ async def _update_many(model: type[Model], rows: Sequence[_UpdateRow]) -> list[t
 
 
 def _db_value(model: type[Model], name: str, value: Any) -> Any:
-    value = model._meta.fields_map[name].to_db_value(value, model)
-    return value.value if isinstance(value, Enum) else value
+    """``value`` as the driver takes it for the field ``name`` of ``model``.
+
+    Values reach the store validated (pydantic at the API, the machine's own values),
+    so only JSON fields go through Tortoise's conversion (it encodes them); the
+    others are passed as they are, enums as their values.
+    """
+    if isinstance(value, Enum):
+        return value.value
+    if name in _json_fields(model):
+        return model._meta.fields_map[name].to_db_value(value, model)
+    return value
 
 
+@functools.cache
+def _json_fields(model: type[Model]) -> frozenset[str]:
+    return frozenset(
+        name for name, f in model._meta.fields_map.items() if isinstance(f, fields.JSONField)
+    )
+
+
+@functools.cache
 def _column(model: type[Model], name: str) -> str:
     return '"' + (model._meta.fields_map[name].source_field or name) + '"'
 

@@ -106,3 +106,6 @@ async def test_a_transaction_waits_for_another_process_lock_without_blocking_the
     other.close()
     assert ticks >= 10  # the loop ran while the transaction waited for the lock
     assert {s.name for s in await ServerSecret.all()} >= {"other", "mine"}
+    # Trying the lock without waiting left the configured busy timeout in place.
+    _, rows = await ServerSecret._meta.db.execute_query("PRAGMA busy_timeout")
+    assert rows[0][0] == 5000
