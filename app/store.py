@@ -205,6 +205,39 @@ class _Handoff:
     jobs: list[Job] = field(default_factory=list)
     #: Requests made due that were not claimed here: someone must claim them.
     left_due: bool = False
+    capacity: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.capacity = self.remaining
+
+    def reset(self) -> None:
+        """Back to its first state (before a transaction runs again)."""
+        self.remaining = self.capacity
+        self.jobs = []
+        self.left_due = False
+
+
+@dataclass(slots=True)
+class _PendingCreate:
+    """A create waiting to be inserted with the others that arrived meanwhile."""
+
+    spec: WorkflowCreate
+    workflow_id: str
+    request_hash: str
+    idempotency_key: str | None
+    budget: _Handoff
+    #: The status document, or the exception the insert raised.
+    future: asyncio.Future[dict[str, Any]]
+
+
+def _settle_future(future: asyncio.Future[Any], outcome: Any) -> None:
+    """Resolve ``future`` with a result or an exception, unless its caller is gone."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 @dataclass(slots=True)
@@ -259,6 +292,9 @@ class Store:
         #: Events written by this process, by type (for metrics). A transaction that
         #: loses a race and runs again is counted once per run.
         self.event_tally: Counter[str] = Counter()
+        #: Creates waiting for the task that inserts them together.
+        self._creates: list[_PendingCreate] = []
+        self._creating: asyncio.Task[None] | None = None
         #: API key id -> when this process last wrote its last_used_at (monotonic).
         self._key_use: dict[str, float] = {}
 
@@ -446,11 +482,19 @@ class Store:
             existing = await self._find_existing(workflow_id if spec.id else None, idempotency_key)
             if existing is not None:
                 return await self._same_or_conflict(existing, request_hash), False
+        pending = _PendingCreate(
+            spec,
+            workflow_id,
+            request_hash,
+            idempotency_key,
+            budget,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._creates.append(pending)
+        if self._creating is None or self._creating.done():
+            self._creating = asyncio.create_task(self._insert_creates(), name="baton-creates")
         try:
-            async with in_transaction():
-                document = await self._insert_workflow(
-                    spec, workflow_id, request_hash, idempotency_key, budget
-                )
+            document = await pending.future
         except IntegrityError as exc:
             # Lost a race with an identical create: answer like the idempotent path.
             existing = await self._find_existing(workflow_id if spec.id else None, idempotency_key)
@@ -483,17 +527,14 @@ class Store:
         assert document is not None
         return document
 
-    async def _insert_workflow(
-        self,
-        spec: WorkflowCreate,
-        workflow_id: str,
-        request_hash: str,
-        idempotency_key: str | None,
-        budget: _Handoff | None = None,
-    ) -> dict[str, Any]:
-        """Insert the workflow, its steps and its first requests in the state the
-        machine leaves them in after start, and answer its status document (built
-        from what was written, not read back)."""
+    def _prepare_workflow(
+        self, create: _PendingCreate, writes: _Writes
+    ) -> tuple[SimpleNamespace, list[SimpleNamespace], _Graph]:
+        """The rows of a new workflow and its steps in the state the machine leaves them
+        in after start (rather than inserted and then updated); its first requests and
+        events are collected in ``writes``."""
+        spec, workflow_id = create.spec, create.workflow_id
+        request_hash, idempotency_key = create.request_hash, create.idempotency_key
         now = utcnow()
         deps = {s.id: list(s.depends_on) for s in spec.steps}
         dependents = dag.dependents_of(deps)
@@ -553,7 +594,6 @@ class Store:
             )
             for position, s in enumerate(spec.steps)
         ]
-        self._remember_graph(workflow_id, deps, dependents)
         machine = Machine(
             _workflow_state(workflow),
             {r.step_id: _step_state(r, None) for r in rows},
@@ -565,21 +605,46 @@ class Store:
         )
         machine.start()
         assert machine.run() is None  # every step is in memory
-        writes = _Writes()
-        self._collect(machine, {r.step_id: str(r.status) for r in rows}, budget, writes)
-        # Nothing is written yet: the rows are inserted in the state the machine left
-        # them in, rather than inserted and then updated.
+        collected = len(writes.steps)
+        self._collect(machine, {r.step_id: str(r.status) for r in rows}, create.budget, writes)
         by_id = {r.step_id: r for r in rows}
-        for (_, step_id), _, changes in writes.steps:
+        for (_, step_id), _, changes in writes.steps[collected:]:
             for name, value in changes.items():
                 setattr(by_id[step_id], name, value)
+        del writes.steps[collected:]
         for name, value in writes.workflows.pop(workflow_id, {}).items():
             setattr(workflow, name, value)
-        writes.steps.clear()
-        await _insert_many(Workflow, [vars(workflow)])
-        await _insert_many(Step, [vars(r) for r in rows])
-        await self._write(writes, budget)
-        return _status_document(workflow, rows)
+        return workflow, rows, _Graph(deps, dependents)
+
+    async def _insert_creates(self) -> None:
+        """Insert the creates waiting, all of them in one transaction (group commit)."""
+        while self._creates:
+            batch, self._creates = self._creates, []
+            try:
+                await self._insert_together(batch)
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle_future(batch[0].future, exc)
+                    continue
+                # One of them failed the batch (an id taken meanwhile): each on its own.
+                for create in batch:
+                    try:
+                        await self._insert_together([create])
+                    except Exception as single:
+                        _settle_future(create.future, single)
+
+    async def _insert_together(self, batch: Sequence[_PendingCreate]) -> None:
+        for create in batch:
+            create.budget.reset()
+        writes = _Writes()
+        async with in_transaction():
+            prepared = [self._prepare_workflow(create, writes) for create in batch]
+            await _insert_many(Workflow, [vars(workflow) for workflow, _, _ in prepared])
+            await _insert_many(Step, [vars(r) for _, rows, _ in prepared for r in rows])
+            await self._write(writes)
+        for create, (workflow, rows, graph) in zip(batch, prepared, strict=True):
+            self._remember_graph(workflow.id, graph.depends_on, graph.dependents)
+            _settle_future(create.future, _status_document(workflow, rows))
 
     # ----------------------------------------------------------------- read
 
@@ -953,8 +1018,7 @@ class Store:
         ordered = sorted(reports, key=lambda r: (r.job.workflow_id, r.job.delivery_id))
 
         async def transaction() -> list[dict[str, Any]]:
-            budget.remaining = handoff
-            budget.jobs = []
+            budget.reset()
             writes = _Writes()
             created: list[dict[str, Any]] = []
             async with in_transaction():
@@ -981,7 +1045,7 @@ class Store:
                         by_workflow.setdefault(job.workflow_id, []).append((report, delivery))
                 if by_workflow:
                     created = await self._settle_workflows(by_workflow, rand, budget, writes)
-                await self._write(writes, budget)
+                await self._write(writes)
                 await _insert_many(Attempt, [_attempt_row(r) for r in ordered])
             return created
 
@@ -1343,7 +1407,7 @@ class Store:
             batch.finished.extend(session.finished)
             rows.extend(self._collect(session.machine, session.loaded, budget, batch))
         if writes is None:
-            await self._write(batch, budget)
+            await self._write(batch)
         return rows
 
     def _collect(
@@ -1415,12 +1479,15 @@ class Store:
                         "data": e.data,
                     }
                 )
-        if handed:
-            writes.handed.append((machine, handed, now))
+        if budget is not None:
+            if all(b is not budget for b in writes.budgets):
+                writes.budgets.append(budget)
+            if handed:
+                writes.handed.append((machine, handed, now, budget))
         machine.effects = Effects()
         return rows
 
-    async def _write(self, writes: _Writes, budget: _Handoff | None = None) -> None:
+    async def _write(self, writes: _Writes) -> None:
         """Write what ``_collect`` gathered: a few statements for any number of workflows."""
         if writes.finished:
             await Delivery.filter(id__in=writes.finished).delete()
@@ -1461,25 +1528,27 @@ class Store:
             await _insert_many(Delivery, others)
             if others:
                 await _notify_due()
-                if budget is not None:
+                for budget in writes.budgets:
                     budget.left_due = True
         if writes.events:
             await _insert_many(Event, writes.events)
-        if writes.handed and budget is not None:
-            budget.jobs.extend(await self._handoff_jobs(writes.handed, ids))
+        if writes.handed:
+            await self._handoff_jobs(writes.handed, ids)
 
     async def _handoff_jobs(
-        self, handed: Sequence[tuple[Machine, list[str], float]], ids: Mapping[tuple[str, str], int]
-    ) -> list[Job]:
-        """Jobs for step requests this transaction claimed as it made them due."""
-        lines = await self._ancestry([(m.workflow.id, steps, m.steps) for m, steps, _ in handed])
-        jobs = []
-        for machine, step_ids, due_at in handed:
+        self,
+        handed: Sequence[tuple[Machine, list[str], float, _Handoff]],
+        ids: Mapping[tuple[str, str], int],
+    ) -> None:
+        """Jobs for step requests this transaction claimed as it made them due, each
+        added to the budget it was claimed in."""
+        lines = await self._ancestry([(m.workflow.id, steps, m.steps) for m, steps, _, _ in handed])
+        for machine, step_ids, due_at, budget in handed:
             workflow_id = machine.workflow.id
             ancestry, states = lines[workflow_id]
             for step_id in step_ids:
                 step = machine.steps[step_id]
-                jobs.append(
+                budget.jobs.append(
                     _step_job(
                         ids[(workflow_id, step_id)],
                         machine.workflow,
@@ -1492,7 +1561,6 @@ class Store:
                         due_at=due_at,
                     )
                 )
-        return jobs
 
     # ----------------------------------------------------------------- helpers
 
@@ -1555,8 +1623,11 @@ class _Writes:
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
-    #: Step requests claimed as they were made due: (machine, step ids, due time).
-    handed: list[tuple[Machine, list[str], float]] = field(default_factory=list)
+    #: Step requests claimed as they were made due: (machine, step ids, due time, the
+    #: budget they were claimed in, whose caller sends them).
+    handed: list[tuple[Machine, list[str], float, _Handoff]] = field(default_factory=list)
+    #: The hand-off budgets of the machines collected (told when requests are left due).
+    budgets: list[_Handoff] = field(default_factory=list)
 
 
 #: Events worth a line at info level; every other event is logged at debug.

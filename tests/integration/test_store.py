@@ -568,3 +568,67 @@ async def test_batched_updates_are_conditional_and_touch_only_named_fields(
     steps = steps_by_id((await store.get_workflow("bw")) or {})
     assert steps["a"]["status"] == "completed"
     assert steps["c"]["attempts"] == expected_attempts
+
+
+async def test_creates_that_arrive_together_are_inserted_together(store: Store) -> None:
+    """Concurrent creates share a transaction (group commit); each still answers its own
+    document and gets its own root requests to send."""
+    handed: dict[str, list[Job]] = {}
+
+    async def one(i: int) -> dict[str, Any]:
+        model, digest = spec(
+            {
+                "id": f"many-{i}",
+                "steps": [
+                    {"id": "root", "url": f"http://h/{i}"},
+                    {"id": "next", "url": "http://h/next", "dependsOn": ["root"]},
+                ],
+                "context": {"i": i},
+            }
+        )
+        document, created = await store.create_workflow(
+            model,
+            request_hash=digest,
+            handoff=1,
+            on_jobs=lambda jobs: handed.setdefault(f"many-{i}", []).extend(jobs),
+        )
+        assert created
+        return document
+
+    documents = await asyncio.gather(*(one(i) for i in range(20)))
+    assert [d["id"] for d in documents] == [f"many-{i}" for i in range(20)]
+    assert [d["context"] for d in documents] == [{"i": i} for i in range(20)]
+    for i in range(20):
+        [job] = handed[f"many-{i}"]
+        assert (job.workflow_id, job.step_id, job.url) == (f"many-{i}", "root", f"http://h/{i}")
+        stored = await store.get_workflow(f"many-{i}")
+        assert stored is not None
+        assert steps_by_id(stored)["root"]["attempts"] == 1
+
+
+async def test_the_same_id_created_twice_at_once_is_one_workflow(store: Store) -> None:
+    """Two creates with one id in the same batch: the batch fails, each is tried on its
+    own, and the second answers like an idempotent create (or a conflict)."""
+    body = {"id": "twice", "steps": [{"id": "a", "url": "http://h/a"}]}
+    other = {"id": "twice", "steps": [{"id": "b", "url": "http://h/b"}]}
+    model, digest = spec(body)
+    model2, digest2 = spec(other)
+    results = await asyncio.gather(
+        store.create_workflow(model, request_hash=digest),
+        store.create_workflow(model, request_hash=digest),
+        store.create_workflow(model2, request_hash=digest2),
+        return_exceptions=True,
+    )
+    created = [r for r in results if isinstance(r, tuple) and r[1]]
+    again = [r for r in results if isinstance(r, tuple) and not r[1]]
+    conflicts = [r for r in results if isinstance(r, Conflict)]
+    assert len(created) == 1
+    assert len(again) + len(conflicts) == 2
+    document = await store.get_workflow("twice")
+    assert document is not None
+    assert [s["id"] for s in document["steps"]] == [s["id"] for s in created[0][0]["steps"]]
+    # The graph cached is the stored workflow's, whichever create won.
+    assert (await store.get_dependencies("twice", document["steps"][0]["id"])) == {
+        "dependsOn": [],
+        "dependedOnBy": [],
+    }
