@@ -180,7 +180,9 @@ class Api:
         request_hash = hashlib.sha256(canonical_json(document)).hexdigest()
         # Root requests go straight to this process's dispatcher when it has free slots.
         dispatcher = self.dispatcher
-        slots = dispatcher.reserve() if dispatcher is not None else 0
+        # At most one slot per root: creates waiting together each get theirs.
+        roots = sum(1 for step in spec.steps if not step.depends_on)
+        slots = dispatcher.reserve(limit=roots) if dispatcher is not None else 0
         jobs: list[Job] = []
         try:
             body, created = await self.store.create_workflow(

@@ -86,9 +86,12 @@ class Dispatcher:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    def reserve(self) -> int:
-        """Reserve the free delivery slots for a transaction that may hand off jobs."""
+    def reserve(self, limit: int | None = None) -> int:
+        """Reserve free delivery slots (at most ``limit``) for a transaction that may
+        hand off jobs."""
         slots = 0 if self._stopping else max(0, self._free_slots())
+        if limit is not None:
+            slots = min(slots, limit)
         self._reserved += slots
         return slots
 

@@ -377,3 +377,17 @@ async def test_fifty_workflows_at_once(harness: Harness) -> None:
         order = seen[workflow_id]
         assert sorted(order) == ["a", "b", "merge", "start"]
         assert order[0] == "start" and order[-1] == "merge"
+
+
+async def test_reserved_slots_are_bounded_by_the_free_ones_and_the_limit(harness: Harness) -> None:
+    # A dispatcher of its own, not started: no claim loop holds slots meanwhile.
+    dispatcher = Dispatcher(
+        harness.store, harness.dispatcher.deliverer, max_concurrency=16, lease_seconds=30
+    )
+    assert dispatcher.reserve(limit=3) == 3
+    assert dispatcher.reserve() == 13  # 16 slots, 3 reserved
+    assert dispatcher.reserve(limit=1) == 0
+    dispatcher.release(13)
+    dispatcher.release(3)
+    assert dispatcher.reserve(limit=20) == 16
+    dispatcher.release(16)
