@@ -246,6 +246,7 @@ class _Graph:
 
     depends_on: dict[str, list[str]]
     dependents: dict[str, list[str]] = field(default_factory=dict)
+    _positions: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.dependents:
@@ -254,6 +255,12 @@ class _Graph:
     @property
     def size(self) -> int:
         return len(self.depends_on)
+
+    @property
+    def positions(self) -> dict[str, int]:
+        if self._positions is None:
+            self._positions = dag.positions(self.depends_on)
+        return self._positions
 
 
 @dataclass(slots=True)
@@ -936,8 +943,8 @@ class Store:
         answer: dict[str, tuple[dict[str, list[str]], dict[str, dict[str, Any]]]] = {}
         missing: dict[str, list[str]] = {}
         for workflow_id, step_ids, known in requests:
-            graph = await self._graph(workflow_id)
-            ancestry = {s: dag.ancestors(s, graph) for s in step_ids}
+            entry = await self._graph_entry(workflow_id)
+            ancestry = {s: dag.ancestors(s, entry.depends_on, entry.positions) for s in step_ids}
             known = known or {}
             wanted = {a for line in ancestry.values() for a in line}
             states: dict[str, dict[str, Any]] = {}

@@ -14,6 +14,7 @@ from app.dag import (
     dependents_of,
     descendants,
     find_cycle,
+    positions,
     topological_order,
 )
 
@@ -269,3 +270,11 @@ def test_topological_order_exists_iff_no_cycle(deps: Deps) -> None:
         assert_is_cycle(caught.value.cycle, deps)
     else:
         assert sorted(topological_order(deps)) == sorted(deps)
+
+
+@given(dags())
+def test_ancestors_with_positions_are_the_same_list(deps: Deps) -> None:
+    """The sorted path for large graphs answers exactly what the scan does."""
+    order = positions(deps)
+    for node in deps:
+        assert ancestors(node, deps, order) == ancestors(node, deps)
