@@ -103,6 +103,11 @@ class InlineTransaction(SqliteTransactionWrapper):
     async def rollback(self) -> None:
         if self._finalized:
             raise TransactionManagementError("Transaction already finalised")
+        if not self._sqlite().in_transaction:
+            # SQLite already rolled back (some errors end the transaction themselves):
+            # a ROLLBACK now would fail and hide the error that got us here.
+            self._finalized = True
+            return
         self._run_final("ROLLBACK")
 
     def _run_final(self, statement: str) -> None:

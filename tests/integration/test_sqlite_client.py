@@ -109,3 +109,12 @@ async def test_a_transaction_waits_for_another_process_lock_without_blocking_the
     # Trying the lock without waiting left the configured busy timeout in place.
     _, rows = await ServerSecret._meta.db.execute_query("PRAGMA busy_timeout")
     assert rows[0][0] == 5000
+
+
+async def test_an_error_that_ended_the_transaction_is_the_one_raised(database: Path) -> None:
+    """SQLite ends a transaction itself on some errors; leaving the block must raise the
+    caller's error, not a failed ROLLBACK."""
+    with pytest.raises(RuntimeError, match="the caller's error"):
+        async with in_transaction() as connection:
+            await connection.execute_query("ROLLBACK")  # as SQLite would on its own
+            raise RuntimeError("the caller's error")
