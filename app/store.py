@@ -1276,29 +1276,11 @@ class Store:
 
     async def _session(self, workflow_id: str, step_ids: Sequence[str] | None) -> _Session | None:
         """Lock the workflow and load it (with ``step_ids``, or every step when None)."""
-        query = Workflow.filter(id=workflow_id)
-        if _supports_for_update():
-            query = query.select_for_update()
-        workflow = await query.first()
-        if workflow is None:
-            return None
-        graph = await self._graph(workflow_id)
-        loaded: dict[str, str] = {}
-        states = await self._load_steps(workflow_id, step_ids, loaded)
-        machine = Machine(
-            _workflow_state(workflow),
-            states,
-            graph=graph,
-            now=utcnow(),
-            seq=time.time_ns,
-            new_run_id=new_run_id,
-            all_loaded=step_ids is None,
-        )
-        return _Session(machine, loaded)
+        return (await self._sessions({workflow_id: step_ids})).get(workflow_id)
 
-    async def _sessions(self, wanted: Mapping[str, Iterable[str]]) -> dict[str, _Session]:
-        """Lock several workflows (in id order) and load the given steps of each, in one
-        query per table for all of them."""
+    async def _sessions(self, wanted: Mapping[str, Iterable[str] | None]) -> dict[str, _Session]:
+        """Lock workflows (in id order) and load the given steps of each (every step
+        for None), in one query per table for all of them."""
         workflows = await _fetch(
             Workflow,
             WORKFLOW_STATE_COLUMNS,
@@ -1306,9 +1288,7 @@ class Store:
             " ORDER BY id FOR UPDATE" if _supports_for_update() else "",
         )
         loaded: dict[str, dict[str, str]] = {w.id: {} for w in workflows}
-        states = await self._load_many(
-            {w.id: (loaded[w.id], list(wanted[w.id])) for w in workflows}
-        )
+        states = await self._load_many({w.id: (loaded[w.id], wanted[w.id]) for w in workflows})
         now = utcnow()
         sessions: dict[str, _Session] = {}
         for workflow in workflows:
@@ -1319,15 +1299,10 @@ class Store:
                 now=now,
                 seq=time.time_ns,
                 new_run_id=new_run_id,
+                all_loaded=wanted[workflow.id] is None,
             )
             sessions[workflow.id] = _Session(machine, loaded[workflow.id])
         return sessions
-
-    async def _load_steps(
-        self, workflow_id: str, step_ids: Iterable[str] | None, loaded: dict[str, str]
-    ) -> dict[str, StepState]:
-        found = await self._load_many({workflow_id: (loaded, step_ids)})
-        return found.get(workflow_id, {})
 
     async def _load_many(
         self, wanted: Mapping[str, tuple[dict[str, str], Iterable[str] | None]]
@@ -1764,18 +1739,15 @@ class _Where:
 
 
 async def _fetch(
-    model: type[Model], columns: Sequence[str], where: _Where, suffix: str = ""
+    model: type[Model], columns: tuple[str, ...], where: _Where, suffix: str = ""
 ) -> list[SimpleNamespace]:
     """Rows as plain records with only the named fields, converted as Tortoise would
     (JSON, booleans, times), without building model instances or query objects."""
-    fields_map = model._meta.fields_map
-    names = [(c, (fields_map[c].source_field or c), _converter(fields_map[c])) for c in columns]
-    sql = (
-        f"SELECT {', '.join(_column(model, c) for c in columns)} "
-        f'FROM "{model._meta.db_table}" WHERE {where.sql}{suffix}'
-    )
+    select, names = _projection(model, columns)
     found = []
-    for raw in await model._meta.db.execute_query_dict(sql, where.params):
+    for raw in await model._meta.db.execute_query_dict(
+        f"{select} WHERE {where.sql}{suffix}", where.params
+    ):
         found.append(
             SimpleNamespace(
                 **{
@@ -1787,6 +1759,17 @@ async def _fetch(
             )
         )
     return found
+
+
+@functools.cache
+def _projection(
+    model: type[Model], columns: tuple[str, ...]
+) -> tuple[str, list[tuple[str, str, Callable[[Any], Any] | None]]]:
+    """The SELECT … FROM of ``columns`` and how to read each (computed once)."""
+    fields_map = model._meta.fields_map
+    names = [(c, (fields_map[c].source_field or c), _converter(fields_map[c])) for c in columns]
+    select = f'SELECT {", ".join(_column(model, c) for c in columns)} FROM "{model._meta.db_table}"'
+    return select, names
 
 
 def _converter(f: Any) -> Callable[[Any], Any] | None:
