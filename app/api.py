@@ -46,7 +46,7 @@ from app.schemas import (
     parse_cancel_request,
     parse_create_request,
 )
-from app.store import LIST_LIMIT_MAX, Job, Store, decode_cursor
+from app.store import LIST_LIMIT_MAX, OutboundRequest, Store, decode_cursor
 from app.tenants import DEFAULT_NAMESPACE, scoped_id
 from app.tokens import CallbackClaim, CallbackTokens, ExpiredToken, InvalidToken
 
@@ -183,7 +183,7 @@ class Api:
         # At most one slot per root: creates waiting together each get theirs.
         roots = sum(1 for step in spec.steps if not step.depends_on)
         slots = dispatcher.reserve(limit=roots) if dispatcher is not None else 0
-        jobs: list[Job] = []
+        handed: list[OutboundRequest] = []
         try:
             body, created = await self.store.create_workflow(
                 spec,
@@ -191,7 +191,7 @@ class Api:
                 idempotency_key=idempotency_key,
                 handoff=slots,
                 lease_seconds=dispatcher.lease_seconds if dispatcher is not None else 30.0,
-                on_jobs=jobs.extend,
+                on_requests=handed.extend,
                 # Roots this process claimed are sent at once; the claim loop is woken
                 # only for those it could not take (no free slots).
                 on_due=self.wake,
@@ -199,7 +199,7 @@ class Api:
             )
         finally:
             if dispatcher is not None:
-                dispatcher.release(slots, jobs)
+                dispatcher.release(slots, handed)
         return JSON(
             body,
             status_code=201 if created else 200,

@@ -1,4 +1,4 @@
-"""Outgoing requests: build the signed request for a job, send it, classify the answer.
+"""Outgoing requests: build the signed request for a claimed delivery, send it, classify the answer.
 
 One pooled ``httpx.AsyncClient`` per process. Its transport is aiohttp-backed
 (several times the throughput of httpx's default transport on this kind of
@@ -28,9 +28,10 @@ from app.engine import (
     classify_answer,
     classify_connection_error,
     classify_timeout,
+    iso,
 )
 from app.netguard import NetPolicy, UnsafeURL, check_url_for_delivery, make_transport
-from app.store import Job, Report, iso
+from app.store import OutboundRequest, Report
 from app.tenants import NamespaceSigners, public_id
 from baton.signing import Signer
 
@@ -43,28 +44,30 @@ CONNECT_TIMEOUT = 10.0
 CHECKED_URLS = 10_000
 
 
-def build_body(job: Job, *, deadline: datetime, callback_url: str | None) -> dict[str, Any]:
-    """The JSON body of DESIGN §4 for a job."""
-    if job.payload is not None:
-        return job.payload
+def build_body(
+    request: OutboundRequest, *, deadline: datetime, callback_url: str | None
+) -> dict[str, Any]:
+    """The JSON body of DESIGN §4 for a request."""
+    if request.payload is not None:
+        return request.payload
     body: dict[str, Any] = {
-        "workflowId": public_id(job.workflow_id),
-        "workflowName": job.workflow_name,
-        "stepId": job.step_id,
-        "attempt": job.attempt,
-        "kind": job.kind.value,
-        "context": job.context,
-        "previousSteps": job.previous_steps or {},
+        "workflowId": public_id(request.workflow_id),
+        "workflowName": request.workflow_name,
+        "stepId": request.step_id,
+        "attempt": request.attempt,
+        "kind": request.kind.value,
+        "context": request.context,
+        "previousSteps": request.previous_steps or {},
         "deadline": iso(deadline),
         "callbackUrl": callback_url,
     }
-    if job.compensating is not None:
-        body["compensating"] = job.compensating
+    if request.compensating is not None:
+        body["compensating"] = request.compensating
     return body
 
 
 class Deliverer:
-    """Sends jobs and reports what came of them; never raises for a failed request.
+    """Sends requests and reports what came of them; never raises for a failed request.
 
     Requests are signed with ``signer`` (the global secrets), or, given ``signers``,
     with the secrets of the workflow's namespace where it has its own.
@@ -75,7 +78,7 @@ class Deliverer:
         *,
         signer: Signer,
         policy: NetPolicy,
-        callback_url: Callable[[Job], str | None],
+        callback_url: Callable[[OutboundRequest], str | None],
         max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
         signers: NamespaceSigners | None = None,
@@ -98,63 +101,65 @@ class Deliverer:
         await self._client.aclose()
 
     def build_request(
-        self, job: Job, *, now: datetime | None = None, signer: Signer | None = None
+        self, request: OutboundRequest, *, now: datetime | None = None, signer: Signer | None = None
     ) -> tuple[dict[str, str], bytes]:
-        """Headers and body for a job, signed with every secret of ``signer`` (by default
+        """Headers and body for a request, signed with every secret of ``signer`` (by default
         the global secrets)."""
         now = now or datetime.now(UTC)
-        deadline = now + timedelta(seconds=job.timeout)
-        callback_url = self._callback_url(job) if job.kind is DeliveryKind.STEP else None
-        body = orjson.dumps(build_body(job, deadline=deadline, callback_url=callback_url))
-        headers = (signer or self._signer).headers(job.message_id, int(now.timestamp()), body)
+        deadline = now + timedelta(seconds=request.timeout)
+        callback_url = self._callback_url(request) if request.kind is DeliveryKind.STEP else None
+        body = orjson.dumps(build_body(request, deadline=deadline, callback_url=callback_url))
+        headers = (signer or self._signer).headers(request.message_id, int(now.timestamp()), body)
         headers.update(
             {
                 "Content-Type": "application/json",
-                "Baton-Workflow-Id": public_id(job.workflow_id),
-                "Baton-Attempt": str(job.attempt),
-                "Baton-Kind": job.kind.value,
+                "Baton-Workflow-Id": public_id(request.workflow_id),
+                "Baton-Attempt": str(request.attempt),
+                "Baton-Kind": request.kind.value,
             }
         )
-        if job.step_id is not None:
-            headers["Baton-Step-Id"] = job.step_id
+        if request.step_id is not None:
+            headers["Baton-Step-Id"] = request.step_id
         return headers, body
 
-    async def send(self, job: Job) -> Report:
-        """Send one job and classify the answer (DESIGN §4)."""
+    async def send(self, request: OutboundRequest) -> Report:
+        """Send one request and classify the answer (DESIGN §4)."""
         started = datetime.now(UTC)
         clock = time.perf_counter()
-        if job.expired:
+        if request.expired:
             result = AttemptResult.failure(
-                StepErrorCode.TIMEOUT, f"no callback within {job.timeout:g} s", retryable=True
+                StepErrorCode.TIMEOUT, f"no callback within {request.timeout:g} s", retryable=True
             )
         else:
-            result = await self._attempt(job, started)
+            result = await self._attempt(request, started)
         return Report(
-            job=job,
+            request=request,
             result=result,
             started_at=started,
             duration_ms=(time.perf_counter() - clock) * 1000,
         )
 
-    async def _attempt(self, job: Job, now: datetime) -> AttemptResult:
-        if job.url not in self._checked:
+    async def _attempt(self, request: OutboundRequest, now: datetime) -> AttemptResult:
+        if request.url not in self._checked:
             try:
-                check_url_for_delivery(job.url, self._policy)
+                check_url_for_delivery(request.url, self._policy)
             except UnsafeURL as exc:
                 # The URL itself is refused: trying again cannot help.
                 return AttemptResult.failure(
                     StepErrorCode.CONNECTION_ERROR, str(exc), retryable=False
                 )
-            self._checked[job.url] = None
+            self._checked[request.url] = None
             if len(self._checked) > CHECKED_URLS:
                 self._checked.popitem(last=False)
         signer = self._signer
         if self._signers is not None:
-            signer = await self._signers.for_workflow(job.workflow_id)
-        headers, body = self.build_request(job, now=now, signer=signer)
+            signer = await self._signers.for_workflow(request.workflow_id)
+        headers, body = self.build_request(request, now=now, signer=signer)
         try:
-            async with asyncio.timeout(job.timeout):
-                async with self._client.stream("POST", job.url, content=body, headers=headers) as r:
+            async with asyncio.timeout(request.timeout):
+                async with self._client.stream(
+                    "POST", request.url, content=body, headers=headers
+                ) as r:
                     data = await _read_capped(r, MAX_RESULT_BYTES + 1)
                     return classify_answer(
                         r.status_code,
@@ -162,9 +167,9 @@ class Deliverer:
                         retry_after=r.headers.get("retry-after"),
                     )
         except TimeoutError:
-            return classify_timeout(job.timeout)
+            return classify_timeout(request.timeout)
         except httpx.TimeoutException:
-            return classify_timeout(job.timeout)
+            return classify_timeout(request.timeout)
         except httpx.HTTPError as exc:
             return classify_connection_error(_describe(exc))
         except OSError as exc:

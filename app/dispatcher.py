@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from app.delivery import Deliverer
 from app.engine import Outcome
 from app.metrics import Metrics
-from app.store import Job, Report, Store
+from app.store import OutboundRequest, Report, Store
 
 log = logging.getLogger("baton.dispatcher")
 
@@ -88,18 +88,18 @@ class Dispatcher:
 
     def reserve(self, limit: int | None = None) -> int:
         """Reserve free delivery slots (at most ``limit``) for a transaction that may
-        hand off jobs."""
+        hand off requests."""
         slots = 0 if self._stopping else max(0, self._free_slots())
         if limit is not None:
             slots = min(slots, limit)
         self._reserved += slots
         return slots
 
-    def release(self, slots: int, jobs: Sequence[Job] = ()) -> None:
-        """Return reserved slots, and send at once the jobs handed off in them."""
+    def release(self, slots: int, requests: Sequence[OutboundRequest] = ()) -> None:
+        """Return reserved slots, and send at once the requests handed off in them."""
         self._reserved -= slots
-        for job in jobs:
-            self._spawn(job)
+        for request in requests:
+            self._spawn(request)
 
     def _free_slots(self) -> int:
         return self.max_concurrency - len(self._inflight) - self._reserved
@@ -156,16 +156,16 @@ class Dispatcher:
                 wanted = min(free, CLAIM_BATCH)
                 self._reserved += wanted
                 try:
-                    jobs = await self.store.claim_due(wanted, lease_seconds=self.lease_seconds)
+                    requests = await self.store.claim_due(wanted, lease_seconds=self.lease_seconds)
                 except Exception:
                     log.exception("claiming due deliveries failed; retrying")
-                    jobs = []
+                    requests = []
                     await asyncio.sleep(POLL_INTERVAL)
                 finally:
                     self._reserved -= wanted
-                for job in jobs:
-                    self._spawn(job)
-                claimed = len(jobs)
+                for request in requests:
+                    self._spawn(request)
+                claimed = len(requests)
                 if claimed and claimed == min(free, CLAIM_BATCH):
                     self._backlog = True
                     continue  # there may be more due right now
@@ -183,28 +183,31 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    def _spawn(self, job: Job) -> None:
-        if job.takeover and self.metrics is not None:
+    def _spawn(self, request: OutboundRequest) -> None:
+        if request.takeover and self.metrics is not None:
             self.metrics.takeovers.inc()
-        if job.takeover:
+        if request.takeover:
             log.info(
                 "sending %s %s/%s attempt %d again: its earlier claim expired or was released",
-                job.kind,
-                job.workflow_id,
-                job.step_id,
-                job.attempt,
+                request.kind,
+                request.workflow_id,
+                request.step_id,
+                request.attempt,
             )
-        task = asyncio.create_task(self._run(job), name=f"baton-send-{job.delivery_id}")
-        self._inflight[job.delivery_id] = task
+        task = asyncio.create_task(self._run(request), name=f"baton-send-{request.delivery_id}")
+        self._inflight[request.delivery_id] = task
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, request: OutboundRequest) -> None:
         try:
-            report = await self.deliverer.send(job)
+            report = await self.deliverer.send(request)
         except Exception:
-            # Never lose a claimed job to a bug in sending: its lease expires and it is
+            # Never lose a claimed request to a bug in sending: its lease expires and it is
             # sent again. Say loudly that this happened.
             log.exception(
-                "sending %s %s/%s failed unexpectedly", job.kind, job.workflow_id, job.step_id
+                "sending %s %s/%s failed unexpectedly",
+                request.kind,
+                request.workflow_id,
+                request.step_id,
             )
             return
         if self.metrics is not None:
@@ -213,14 +216,14 @@ class Dispatcher:
 
     def _observe(self, report: Report) -> None:
         assert self.metrics is not None
-        job = report.job
-        kind = job.kind.value
+        request = report.request
+        kind = request.kind.value
         self.metrics.attempts.labels(kind=kind, outcome=report.result.outcome.value).inc()
-        if job.expired:
+        if request.expired:
             return
         self.metrics.delivery_seconds.labels(kind=kind).observe(report.duration_ms / 1000)
-        if not job.takeover and job.due_at:
-            delay = report.started_at.timestamp() - job.due_at
+        if not request.takeover and request.due_at:
+            delay = report.started_at.timestamp() - request.due_at
             self.metrics.scheduling_seconds.observe(max(0.0, delay))
 
     # ----------------------------------------------------------------- settle
@@ -260,14 +263,14 @@ class Dispatcher:
                     # Its lease runs out and another claim sends it again (at-least-once).
                     log.exception(
                         "could not record the answer for %s/%s",
-                        report.job.workflow_id,
-                        report.job.step_id,
+                        report.request.workflow_id,
+                        report.request.step_id,
                     )
             summary = None
         finally:
-            self.release(handoff, summary.jobs if summary is not None else ())
+            self.release(handoff, summary.requests if summary is not None else ())
         for report in batch:
-            self._inflight.pop(report.job.delivery_id, None)
+            self._inflight.pop(report.request.delivery_id, None)
         # Look at the database again when this batch left work due that it did not hand
         # off, when an earlier claim found more due than there were free slots (slots
         # are free now), or when an answer may have scheduled a retry or an async

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from app import dag
 from app.conditions import ConditionError, compile_condition
@@ -129,13 +129,13 @@ class DropDeliveries:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class NewEvent:
     type: str
     step_id: str | None
     data: dict[str, Any]
 
 
-class Conflict(Exception):
+class ActionRefused(Exception):
     """The action does not apply to the workflow as it stands (answered as 409)."""
 
 
@@ -146,12 +146,51 @@ class Effects:
     #: step id -> fields to write (conditional on the status the step was loaded with).
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     workflow: dict[str, Any] = field(default_factory=dict)
-    events: list[Event] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
     deliveries: list[NewDelivery] = field(default_factory=list)
     drops: list[DropDeliveries] = field(default_factory=list)
 
 
-_Task = tuple[str, str | None]
+class TaskKind(enum.Enum):
+    """What the machine has queued to do next (``Machine.run`` works through them)."""
+
+    READY = "ready"  #: a step's dependencies are settled: run, skip or fail it
+    PROPAGATE = "propagate"  #: a step settled: count down (or cancel) its dependents
+    CANCEL_OPEN = "cancel_open"  #: nothing new starts: cancel what has not been sent
+    FINISH = "finish"  #: look whether the workflow is done, and how it ended
+    PLAN_COMPENSATION = "plan_compensation"  #: saga: owe the compensations, in order
+    NEXT_COMPENSATION = "next_compensation"  #: saga: send the next one, or finish
+    RETRY_FAILED = "retry_failed"  #: `POST …/retry`: reopen what failed
+    RETRY_FROM = "retry_from"  #: `POST …/steps/{id}/retry`: reopen a step and downstream
+    RESUME_COMPENSATION = "resume_compensation"  #: retry a failed compensation
+    END = "end"  #: move the workflow to ``Task.status``
+    CALLBACK = "callback"  #: owe the ``Task.callback`` request
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    kind: TaskKind
+    #: The step of READY, PROPAGATE and RETRY_FROM.
+    step_id: str | None = None
+    #: The terminal status of END.
+    status: WorkflowStatus | None = None
+    #: The callback kind of CALLBACK.
+    callback: DeliveryKind | None = None
+
+
+#: Tasks that look at the whole workflow: every step must be loaded first.
+_WHOLE_WORKFLOW_TASKS = frozenset(
+    {
+        TaskKind.CANCEL_OPEN,
+        TaskKind.PLAN_COMPENSATION,
+        TaskKind.NEXT_COMPENSATION,
+        TaskKind.CALLBACK,
+        TaskKind.RETRY_FAILED,
+        TaskKind.RETRY_FROM,
+        TaskKind.RESUME_COMPENSATION,
+        TaskKind.END,
+    }
+)
 
 
 class Machine:
@@ -176,7 +215,7 @@ class Machine:
         self._new_run_id = new_run_id
         self.all_loaded = all_loaded
         self.effects = Effects()
-        self._queue: deque[_Task] = deque()
+        self._queue: deque[Task] = deque()
         self._settled = 0
         self._compensation_run: str | None = None
 
@@ -199,27 +238,18 @@ class Machine:
             self._perform(task)
         return None
 
-    def _needs(self, task: _Task) -> Need | None:
-        kind, step_id = task
-        if kind in (
-            "cancel_open",
-            "plan_compensation",
-            "next_compensation",
-            "callback",
-            "retry_failed",
-            "retry_from",
-            "resume_compensation",
-            "end",
-        ):
+    def _needs(self, task: Task) -> Need | None:
+        kind, step_id = task.kind, task.step_id
+        if kind in _WHOLE_WORKFLOW_TASKS:
             return None if self.all_loaded else Need(all_steps=True)
-        if kind == "finish":
+        if kind is TaskKind.FINISH:
             if self._will_finish() and not self.all_loaded:
                 return Need(all_steps=True)
             return None
         assert step_id is not None
-        if kind == "propagate":
+        if kind is TaskKind.PROPAGATE:
             missing = {d for d in self.steps[step_id].dependents if d not in self.steps}
-        elif kind == "ready":
+        elif kind is TaskKind.READY:
             step = self.steps[step_id]
             if not step.condition:
                 return None
@@ -238,8 +268,8 @@ class Machine:
         self.event("workflow.started", None)
         for step in sorted(self.steps.values(), key=lambda s: s.position):
             if not step.depends_on:
-                self._queue.append(("ready", step.step_id))
-        self._queue.append(("finish", None))
+                self._queue.append(Task(TaskKind.READY, step.step_id))
+        self._queue.append(Task(TaskKind.FINISH))
 
     def attempt_finished(
         self,
@@ -278,7 +308,7 @@ class Machine:
         else:
             self.event("step.failed", step_id, attempt=attempt, error=error)
             self._settle(step, StepStatus.FAILED, error=error)
-        self._queue.append(("finish", None))
+        self._queue.append(Task(TaskKind.FINISH))
         return decision
 
     def compensation_finished(
@@ -297,7 +327,7 @@ class Machine:
         if decision.status in (StepStatus.COMPLETED, StepStatus.RUNNING):
             self._set(step, compensation_status=CompensationStatus.COMPLETED)
             self.event("compensation.completed", step_id)
-            self._queue.append(("next_compensation", None))
+            self._queue.append(Task(TaskKind.NEXT_COMPENSATION))
         elif decision.status is StepStatus.FAILED:
             error = decision.error.to_dict() if decision.error else None
             self._set(step, compensation_status=CompensationStatus.FAILED)
@@ -308,7 +338,9 @@ class Machine:
     def cancel(self, *, compensate: bool) -> None:
         """Cancel through the API: nothing new starts; in-flight answers start nothing."""
         if self.workflow.status not in (WorkflowStatus.PENDING, WorkflowStatus.RUNNING):
-            raise Conflict(f"workflow '{public_id(self.workflow.id)}' is {self.workflow.status}")
+            raise ActionRefused(
+                f"workflow '{public_id(self.workflow.id)}' is {self.workflow.status}"
+            )
         self.workflow.end_reason = WorkflowErrorCode.CANCELLED
         error = workflow_error(WorkflowErrorCode.CANCELLED, None)
         self.workflow.error = error
@@ -317,13 +349,13 @@ class Machine:
             self._workflow(status=WorkflowStatus.COMPENSATING)
             self.workflow.status = WorkflowStatus.COMPENSATING
             self.event("workflow.compensating", None, reason="cancelled")
-            self._queue.append(("cancel_open", None))
-            self._queue.append(("finish", None))
+            self._queue.append(Task(TaskKind.CANCEL_OPEN))
+            self._queue.append(Task(TaskKind.FINISH))
         else:
             # Cancelled from now on; the event and callback follow the step cancellations.
             self.workflow.status = WorkflowStatus.CANCELLED
-            self._queue.append(("cancel_open", None))
-            self._queue.append(("end", WorkflowStatus.CANCELLED.value))
+            self._queue.append(Task(TaskKind.CANCEL_OPEN))
+            self._queue.append(Task(TaskKind.END, status=WorkflowStatus.CANCELLED))
 
     def timeout(self) -> None:
         """The workflow's deadline passed: like a failure of the whole workflow."""
@@ -331,69 +363,64 @@ class Machine:
             return
         self.workflow.end_reason = WorkflowErrorCode.WORKFLOW_TIMEOUT
         self._workflow(end_reason=WorkflowErrorCode.WORKFLOW_TIMEOUT.value)
-        self._queue.append(("cancel_open", None))
-        self._queue.append(("finish", None))
+        self._queue.append(Task(TaskKind.CANCEL_OPEN))
+        self._queue.append(Task(TaskKind.FINISH))
 
     def retry_workflow(self) -> None:
         """`POST …/retry`: re-run what failed (or resume a failed compensation)."""
         status = self.workflow.status
         if status is WorkflowStatus.COMPENSATION_FAILED:
-            self._queue.append(("resume_compensation", None))
+            self._queue.append(Task(TaskKind.RESUME_COMPENSATION))
             return
         if status is not WorkflowStatus.FAILED:
-            raise Conflict(
+            raise ActionRefused(
                 f"workflow '{public_id(self.workflow.id)}' is {status}; only failed or "
                 "compensation_failed workflows can be retried"
             )
-        self._queue.append(("retry_failed", None))
+        self._queue.append(Task(TaskKind.RETRY_FAILED))
 
     def retry_step(self, step_id: str) -> None:
         """`POST …/steps/{id}/retry`: re-run the step and everything downstream of it."""
         step = self.steps[step_id]
         if step.status in (StepStatus.RUNNING, StepStatus.RETRYING):
-            raise Conflict(f"step '{step_id}' is {step.status}; retry it once it has settled")
+            raise ActionRefused(f"step '{step_id}' is {step.status}; retry it once it has settled")
         if self.workflow.status in (
             WorkflowStatus.COMPENSATING,
             WorkflowStatus.COMPENSATED,
             WorkflowStatus.COMPENSATION_FAILED,
         ):
-            raise Conflict(
+            raise ActionRefused(
                 f"workflow '{public_id(self.workflow.id)}' is {self.workflow.status}; "
                 "steps of a compensated workflow cannot be re-run"
             )
-        self._queue.append(("retry_from", step_id))
+        self._queue.append(Task(TaskKind.RETRY_FROM, step_id))
 
     # ----------------------------------------------------------------- tasks
 
-    def _perform(self, task: _Task) -> None:
-        kind, step_id = task
-        if kind == "ready":
-            assert step_id is not None
-            self._ready(self.steps[step_id])
-        elif kind == "propagate":
-            assert step_id is not None
-            self._propagate(self.steps[step_id])
-        elif kind == "cancel_open":
+    def _perform(self, task: Task) -> None:
+        kind = task.kind
+        if kind is TaskKind.READY:
+            self._ready(self.steps[_required(task.step_id)])
+        elif kind is TaskKind.PROPAGATE:
+            self._propagate(self.steps[_required(task.step_id)])
+        elif kind is TaskKind.CANCEL_OPEN:
             self._cancel_open()
-        elif kind == "finish":
+        elif kind is TaskKind.FINISH:
             self._finish()
-        elif kind == "plan_compensation":
+        elif kind is TaskKind.PLAN_COMPENSATION:
             self._plan_compensation()
-        elif kind == "next_compensation":
+        elif kind is TaskKind.NEXT_COMPENSATION:
             self._next_compensation()
-        elif kind == "retry_failed":
+        elif kind is TaskKind.RETRY_FAILED:
             self._retry_failed()
-        elif kind == "retry_from":
-            assert step_id is not None
-            self._retry_from(step_id)
-        elif kind == "resume_compensation":
+        elif kind is TaskKind.RETRY_FROM:
+            self._retry_from(_required(task.step_id))
+        elif kind is TaskKind.RESUME_COMPENSATION:
             self._resume_compensation()
-        elif kind == "end":
-            assert step_id is not None
-            self._end(WorkflowStatus(step_id))
-        elif kind == "callback":
-            assert step_id is not None
-            self._callback(DeliveryKind(step_id))
+        elif kind is TaskKind.END:
+            self._end(_required(task.status))
+        else:
+            self._callback(_required(task.callback))
 
     @property
     def may_start(self) -> bool:
@@ -473,14 +500,14 @@ class Machine:
         if self.workflow.open_steps == 0:
             # Whatever closed the last open step (an answer, a cascade of cancels or
             # skips), the workflow must be looked at once more.
-            self._queue.append(("finish", None))
+            self._queue.append(Task(TaskKind.FINISH))
         if dooms_workflow(status, step.continue_on_failure) and self.workflow.failed_step is None:
             self.workflow.failed_step = step.step_id
             self._workflow(failed_step=step.step_id)
             if self.workflow.fail_fast:
-                self._queue.append(("cancel_open", None))
+                self._queue.append(Task(TaskKind.CANCEL_OPEN))
         if step.dependents:
-            self._queue.append(("propagate", step.step_id))
+            self._queue.append(Task(TaskKind.PROPAGATE, step.step_id))
 
     def _cancel_step(self, step: StepState, reason: str) -> None:
         if step.delivery is not None:
@@ -504,7 +531,7 @@ class Machine:
             dependent.deps_remaining -= 1
             self._set(dependent, deps_remaining=dependent.deps_remaining)
             if dependent.deps_remaining <= 0:
-                self._queue.append(("ready", dependent_id))
+                self._queue.append(Task(TaskKind.READY, dependent_id))
 
     def _cancel_open(self) -> None:
         """Nothing new starts: pending, retrying and not-yet-sent steps are cancelled.
@@ -543,7 +570,7 @@ class Machine:
             return
         if w.status is WorkflowStatus.COMPENSATING:
             w.compensation_started = True
-            self._queue.append(("plan_compensation", None))
+            self._queue.append(Task(TaskKind.PLAN_COMPENSATION))
             return
         if w.failed_step is None and w.end_reason is None:
             self._end(WorkflowStatus.COMPLETED)
@@ -562,7 +589,7 @@ class Machine:
             self._workflow(status=WorkflowStatus.COMPENSATING)
             self.event("workflow.compensating", None, error=error)
             w.compensation_started = True
-            self._queue.append(("plan_compensation", None))
+            self._queue.append(Task(TaskKind.PLAN_COMPENSATION))
         else:
             self._end(WorkflowStatus.FAILED)
 
@@ -629,7 +656,7 @@ class Machine:
             t for t in targets if self.steps[t].status in (StepStatus.RUNNING, StepStatus.RETRYING)
         ]
         if busy:
-            raise Conflict(f"step '{busy[0]}' downstream of '{step_id}' is still running")
+            raise ActionRefused(f"step '{busy[0]}' downstream of '{step_id}' is still running")
         self._reopen(targets)
 
     def _reopen(self, targets: set[str]) -> None:
@@ -693,8 +720,8 @@ class Machine:
             if blocked is not None and remaining == 0:
                 self._cancel_step(step, f"dependency '{blocked.step_id}' {blocked.status}")
             elif remaining == 0:
-                self._queue.append(("ready", step_id))
-        self._queue.append(("finish", None))
+                self._queue.append(Task(TaskKind.READY, step_id))
+        self._queue.append(Task(TaskKind.FINISH))
 
     def _end(self, status: WorkflowStatus) -> None:
         """Move the workflow to a terminal status and owe its callback."""
@@ -706,7 +733,7 @@ class Machine:
         url = w.on_complete if kind is DeliveryKind.ON_COMPLETE else w.on_error
         if kind is None or not url:
             return
-        self._queue.append(("callback", kind.value))
+        self._queue.append(Task(TaskKind.CALLBACK, callback=kind))
 
     def _callback(self, kind: DeliveryKind) -> None:
         """Owe the onComplete / onError request, its body fixed now (DESIGN §4)."""
@@ -733,7 +760,7 @@ class Machine:
     # ----------------------------------------------------------------- recording
 
     def event(self, type_: str, step_id: str | None, **data: Any) -> None:
-        self.effects.events.append(Event(type_, step_id, data))
+        self.effects.events.append(NewEvent(type_, step_id, data))
 
     def _set(self, step: StepState, **changes: Any) -> None:
         for key, value in changes.items():
@@ -761,3 +788,11 @@ def outcome_lists(steps: Iterable[StepState]) -> dict[str, Any]:
         "skippedSteps": [s.step_id for s in ordered if s.status is StepStatus.SKIPPED],
         "results": {s.step_id: s.result for s in completed},
     }
+
+
+T = TypeVar("T")
+
+
+def _required(value: T | None) -> T:
+    assert value is not None
+    return value

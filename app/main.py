@@ -37,7 +37,7 @@ from app.metrics import Metrics
 from app.netguard import NetPolicy
 from app.notify import PgWakeups
 from app.settings import Settings
-from app.store import Job, Store
+from app.store import OutboundRequest, Store
 from app.sweeper import Sweeper
 from app.tenants import NamespaceSigners
 from app.tokens import MAX_LIFETIME, CallbackClaim, CallbackTokens
@@ -124,13 +124,15 @@ def create_app(
         tokens = CallbackTokens(token_key)
         api.tokens = tokens
 
-        def callback_url(job: Job) -> str | None:
-            if job.step_id is None or job.run_id is None:
+        def callback_url(request: OutboundRequest) -> str | None:
+            if request.step_id is None or request.run_id is None:
                 return None
             # Accepted for the workflow's timeout: never before the workflow's deadline.
             token = tokens.make(
-                CallbackClaim(job.workflow_id, job.step_id, job.run_id, job.attempt),
-                lifetime=job.workflow_timeout or MAX_LIFETIME,
+                CallbackClaim(
+                    request.workflow_id, request.step_id, request.run_id, request.attempt
+                ),
+                lifetime=request.workflow_timeout or MAX_LIFETIME,
             )
             return f"{settings.public_url}/v1/callbacks/{token}"
 

@@ -32,7 +32,7 @@ from tortoise.backends.sqlite import client as sqlite_client
 from app.db import close_database, open_database
 from app.engine import classify_answer
 from app.schemas import canonical_json, parse_create_request
-from app.store import Job, Report, Store
+from app.store import OutboundRequest, Report, Store
 
 STATEMENTS: Counter[str] = Counter()
 _phase = ["setup"]
@@ -84,22 +84,22 @@ async def main(count: int, database_url: str) -> None:
         await store.create_workflow(spec, request_hash=digest)
     created_wall, created_cpu = time.perf_counter(), time.process_time()
     steps = 0
-    handed: list[Job] = []
+    handed: list[OutboundRequest] = []
     while True:
         _phase[0] = "claim"
-        jobs = await store.claim_due(64, lease_seconds=30) + handed
-        if not jobs:
+        reqs = await store.claim_due(64, lease_seconds=30) + handed
+        if not reqs:
             break
-        steps += len(jobs)
+        steps += len(reqs)
         _phase[0] = "settle"
         now = datetime.now(UTC)
         summary = await store.settle(
-            [Report(job, answer, now, 1.0) for job in jobs],
+            [Report(req, answer, now, 1.0) for req in reqs],
             rand=lambda: 0.0,
             handoff=64,
             lease_seconds=30,
         )
-        handed = summary.jobs
+        handed = summary.requests
     done_wall, done_cpu = time.perf_counter(), time.process_time()
     await close_database()
     print(

@@ -26,7 +26,7 @@ from app.delivery import Deliverer
 from app.dispatcher import Dispatcher
 from app.netguard import NetPolicy
 from app.schemas import canonical_json, parse_create_request
-from app.store import Job, Store
+from app.store import OutboundRequest, Store
 from baton.signing import Signer, generate_secret
 
 SECRET = generate_secret()
@@ -70,8 +70,8 @@ async def harness(database_url: str) -> AsyncIterator[Harness]:
     router = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
     store = Store()
 
-    def callback_url(job: Job) -> str:
-        return f"http://baton.test/v1/callbacks/{job.workflow_id}.{job.step_id}"
+    def callback_url(req: OutboundRequest) -> str:
+        return f"http://baton.test/v1/callbacks/{req.workflow_id}.{req.step_id}"
 
     deliverer = Deliverer(
         signer=Signer([SECRET, OLD_SECRET]),

@@ -26,7 +26,7 @@ from app.delivery import Deliverer
 from app.dispatcher import Dispatcher
 from app.netguard import NetPolicy
 from app.schemas import canonical_json, parse_create_request
-from app.store import Job, Store
+from app.store import OutboundRequest, Store
 from app.tenants import NamespaceSigners
 from baton.signing import Signer, generate_secret
 
@@ -75,8 +75,8 @@ async def harness(database_url: str) -> AsyncIterator[Harness]:
     await store.set_namespace_secrets("acme", [Secret(ACME), Secret(ACME_NEXT)], replace=True)
     signers = NamespaceSigners(Signer(GLOBAL), store.namespace_signing_secrets)
 
-    def callback_url(job: Job) -> str:
-        return f"http://baton.test/v1/callbacks/{job.step_id}"
+    def callback_url(req: OutboundRequest) -> str:
+        return f"http://baton.test/v1/callbacks/{req.step_id}"
 
     deliverer = Deliverer(
         signer=Signer(GLOBAL),

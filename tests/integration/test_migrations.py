@@ -178,18 +178,18 @@ async def test_upgrading_from_0001_keeps_every_row_index_and_reference(
 
 async def _finish(store: Store) -> None:
     for _ in range(10):
-        jobs = await store.claim_due(10, lease_seconds=30, now=time.time() + 3600)
-        if not jobs:
+        reqs = await store.claim_due(10, lease_seconds=30, now=time.time() + 3600)
+        if not reqs:
             return
         await store.settle(
             [
                 Report(
-                    job=j,
+                    request=j,
                     result=classify_answer(200, b'{"success": true}'),
                     started_at=datetime.now(UTC),
                     duration_ms=1.0,
                 )
-                for j in jobs
+                for j in reqs
             ]
         )
 

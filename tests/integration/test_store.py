@@ -20,7 +20,7 @@ from app.db import close_database, open_database
 from app.engine import AttemptResult, DeliveryKind, StepErrorCode, classify_answer
 from app.errors import Conflict, Gone, NotFound
 from app.schemas import canonical_json, parse_create_request
-from app.store import Job, Report, Store
+from app.store import OutboundRequest, Report, Store
 from app.tokens import CallbackClaim
 
 pytestmark = pytest.mark.asyncio
@@ -53,22 +53,22 @@ def ok(result: Any = None) -> AttemptResult:
     return classify_answer(200, orjson.dumps({"success": True, "result": result}))
 
 
-def report(job: Job, result: AttemptResult) -> Report:
-    return Report(job=job, result=result, started_at=datetime.now(UTC), duration_ms=1.0)
+def report(req: OutboundRequest, result: AttemptResult) -> Report:
+    return Report(request=req, result=result, started_at=datetime.now(UTC), duration_ms=1.0)
 
 
-Answer = Callable[[Job], AttemptResult]
+Answer = Callable[[OutboundRequest], AttemptResult]
 
 
-async def drive(store: Store, answer: Answer, *, rounds: int = 200) -> list[Job]:
-    """Claim and settle until nothing is due; answers are chosen per job."""
-    sent: list[Job] = []
+async def drive(store: Store, answer: Answer, *, rounds: int = 200) -> list[OutboundRequest]:
+    """Claim and settle until nothing is due; answers are chosen per req."""
+    sent: list[OutboundRequest] = []
     for _ in range(rounds):
-        jobs = await store.claim_due(100, lease_seconds=30, now=time.time() + 3600)
-        if not jobs:
+        reqs = await store.claim_due(100, lease_seconds=30, now=time.time() + 3600)
+        if not reqs:
             return sent
-        sent.extend(jobs)
-        await store.settle([report(j, answer(j)) for j in jobs], rand=lambda: 0.0)
+        sent.extend(reqs)
+        await store.settle([report(j, answer(j)) for j in reqs], rand=lambda: 0.0)
     raise AssertionError("the workflow did not settle")
 
 
@@ -89,7 +89,7 @@ async def test_chain_runs_in_order_and_passes_results(store: Store) -> None:
             "context": {"n": 1},
         },
     )
-    sent = await drive(store, lambda job: ok({"from": job.step_id}))
+    sent = await drive(store, lambda req: ok({"from": req.step_id}))
     assert [j.step_id for j in sent] == ["a", "b", "c"]
     assert sent[2].previous_steps == {
         "a": {"status": "completed", "result": {"from": "a"}},
@@ -139,7 +139,7 @@ async def test_failure_cancels_downstream_and_fails_workflow(store: Store) -> No
             "onComplete": "http://h/done",
         },
     )
-    sent = await drive(store, lambda job: classify_answer(404, b"") if job.step_id else ok())
+    sent = await drive(store, lambda req: classify_answer(404, b"") if req.step_id else ok())
     kinds = [(j.kind, j.step_id) for j in sent]
     assert kinds == [(DeliveryKind.STEP, "a"), (DeliveryKind.ON_ERROR, None)]
     document = await store.get_workflow("doomed")
@@ -199,17 +199,17 @@ async def test_retries_keep_the_webhook_id_and_store_due_times(store: Store) -> 
 
 async def test_expired_lease_is_claimed_again_with_the_same_id(store: Store) -> None:
     await create(store, {"id": "lease", "steps": [{"id": "a", "url": "http://h/a"}]})
-    [job] = await store.claim_due(10, lease_seconds=1)
+    [req] = await store.claim_due(10, lease_seconds=1)
     # A live lease hides the row from everyone else.
     other = Store()
     assert await other.claim_due(10, lease_seconds=30) == []
     [again] = await other.claim_due(10, lease_seconds=30, now=time.time() + 2)
     assert again.takeover
-    assert again.message_id == job.message_id
-    assert again.attempt == job.attempt
+    assert again.message_id == req.message_id
+    assert again.attempt == req.attempt
     await other.settle([report(again, ok())])
     # The first process answers late: recorded, but it changes nothing.
-    await store.settle([report(job, ok("late"))])
+    await store.settle([report(req, ok("late"))])
     document = await store.get_workflow("lease")
     assert document is not None
     assert document["status"] == "completed"
@@ -257,7 +257,7 @@ async def test_events_in_order(store: Store) -> None:
         store,
         {"id": "ev", "steps": [{"id": "a", "url": "http://h/a"}], "onComplete": "http://h/done"},
     )
-    await drive(store, lambda job: ok())
+    await drive(store, lambda req: ok())
     types = [e["type"] for e in await store.list_events("ev")]
     assert types == [
         "workflow.created",
@@ -302,9 +302,9 @@ async def test_claiming_a_step_past_the_workflow_deadline_times_the_workflow_out
         },
     )
     await asyncio.sleep(0.1)
-    jobs = await store.claim_due(10, lease_seconds=30)
+    reqs = await store.claim_due(10, lease_seconds=30)
     # Not one step is sent; only the onError callback is due.
-    assert [j.kind for j in jobs] == []
+    assert [j.kind for j in reqs] == []
     document = await store.get_workflow("late")
     assert document is not None
     assert document["status"] == "failed"
@@ -326,7 +326,7 @@ async def test_sweep_expires_workflows_whose_steps_are_in_flight(store: Store) -
             ],
         },
     )
-    [job] = await store.claim_due(10, lease_seconds=30)
+    [req] = await store.claim_due(10, lease_seconds=30)
     # The sweep runs as if the deadline had passed while a is on the wire.
     later = datetime.now(UTC) + timedelta(seconds=120)
     assert await store.expire_workflows() == 0
@@ -336,7 +336,7 @@ async def test_sweep_expires_workflows_whose_steps_are_in_flight(store: Store) -
     # a is on the wire: the workflow fails once it answers; b never starts.
     assert document["status"] == "running"
     assert {s["id"]: s["status"] for s in document["steps"]} == {"a": "running", "b": "cancelled"}
-    await store.settle([report(job, ok())])
+    await store.settle([report(req, ok())])
     document = await store.get_workflow("slow")
     assert document is not None
     assert document["status"] == "failed"
@@ -355,10 +355,10 @@ async def test_async_step_completes_through_its_callback(store: Store) -> None:
             ],
         },
     )
-    [job] = await store.claim_due(10, lease_seconds=30)
-    await store.settle([report(job, classify_answer(202, b'{"async": true}'))])
+    [req] = await store.claim_due(10, lease_seconds=30)
+    await store.settle([report(req, classify_answer(202, b'{"async": true}'))])
     assert await store.claim_due(10, lease_seconds=30) == []  # parked until its callback
-    claim = CallbackClaim("async", "a", job.run_id or "", job.attempt)
+    claim = CallbackClaim("async", "a", req.run_id or "", req.attempt)
     beat = await store.heartbeat(claim)
     assert beat["stepId"] == "a" and beat["deadline"].endswith("Z")
     answer = await store.async_result(claim, orjson.dumps({"success": True, "result": {"n": 1}}))
@@ -378,9 +378,9 @@ async def test_a_callback_token_is_accepted_once_even_when_sent_twice_at_once(
     store: Store,
 ) -> None:
     await create(store, {"id": "async-twice", "steps": [{"id": "a", "url": "http://h/a"}]})
-    [job] = await store.claim_due(10, lease_seconds=30)
-    await store.settle([report(job, classify_answer(202, b'{"async": true}'))])
-    claim = CallbackClaim("async-twice", "a", job.run_id or "", job.attempt)
+    [req] = await store.claim_due(10, lease_seconds=30)
+    await store.settle([report(req, classify_answer(202, b'{"async": true}'))])
+    claim = CallbackClaim("async-twice", "a", req.run_id or "", req.attempt)
 
     outcomes = await asyncio.gather(
         *(
@@ -409,9 +409,9 @@ async def test_async_failure_is_retried_and_a_stale_run_is_refused(store: Store)
             ],
         },
     )
-    [job] = await store.claim_due(10, lease_seconds=30)
-    await store.settle([report(job, classify_answer(202, b'{"async": true}'))])
-    claim = CallbackClaim("async-fail", "a", job.run_id or "", job.attempt)
+    [req] = await store.claim_due(10, lease_seconds=30)
+    await store.settle([report(req, classify_answer(202, b'{"async": true}'))])
+    claim = CallbackClaim("async-fail", "a", req.run_id or "", req.attempt)
     answer = await store.async_result(claim, orjson.dumps({"success": False, "error": "boom"}))
     assert answer["status"] == "retrying"
     [retry] = await store.claim_due(10, lease_seconds=30)
@@ -437,8 +437,8 @@ async def test_async_deadline_passing_is_a_timeout(store: Store) -> None:
             ],
         },
     )
-    [job] = await store.claim_due(10, lease_seconds=30)
-    await store.settle([report(job, classify_answer(202, b'{"async": true}'))])
+    [req] = await store.claim_due(10, lease_seconds=30)
+    await store.settle([report(req, classify_answer(202, b'{"async": true}'))])
     [expired] = await store.claim_due(10, lease_seconds=30, now=time.time() + 1)
     assert expired.expired
     await store.settle(
@@ -478,8 +478,8 @@ async def test_retention_purges_finished_workflows_and_everything_of_theirs(stor
         {"id": "owing", "steps": [{"id": "a", "url": "http://h/a"}], "onComplete": "http://h/x"},
     )
     await create(store, {"id": "live", "steps": [{"id": "a", "url": "http://h/a"}]})
-    jobs = await store.claim_due(10, lease_seconds=30)
-    await store.settle([report(j, ok()) for j in jobs if j.workflow_id != "live"])
+    reqs = await store.claim_due(10, lease_seconds=30)
+    await store.settle([report(j, ok()) for j in reqs if j.workflow_id != "live"])
     later = datetime.now(UTC) + timedelta(days=1)
     # "owing" still owes its onComplete callback: it is kept until that is settled.
     assert await store.purge_finished(before=later) == 1
@@ -509,7 +509,7 @@ async def test_batched_updates_are_conditional_and_touch_only_named_fields(
 
     from app.errors import TransitionRejected
     from app.models import Step
-    from app.store import _update_many
+    from app.store.sql import update_many as _update_many
 
     await create(
         store,
@@ -573,7 +573,7 @@ async def test_batched_updates_are_conditional_and_touch_only_named_fields(
 async def test_creates_that_arrive_together_are_inserted_together(store: Store) -> None:
     """Concurrent creates share a transaction (group commit); each still answers its own
     document and gets its own root requests to send."""
-    handed: dict[str, list[Job]] = {}
+    handed: dict[str, list[OutboundRequest]] = {}
 
     async def one(i: int) -> dict[str, Any]:
         model, digest = spec(
@@ -590,7 +590,7 @@ async def test_creates_that_arrive_together_are_inserted_together(store: Store) 
             model,
             request_hash=digest,
             handoff=1,
-            on_jobs=lambda jobs: handed.setdefault(f"many-{i}", []).extend(jobs),
+            on_requests=lambda reqs: handed.setdefault(f"many-{i}", []).extend(reqs),
         )
         assert created
         return document
@@ -599,8 +599,8 @@ async def test_creates_that_arrive_together_are_inserted_together(store: Store) 
     assert [d["id"] for d in documents] == [f"many-{i}" for i in range(20)]
     assert [d["context"] for d in documents] == [{"i": i} for i in range(20)]
     for i in range(20):
-        [job] = handed[f"many-{i}"]
-        assert (job.workflow_id, job.step_id, job.url) == (f"many-{i}", "root", f"http://h/{i}")
+        [req] = handed[f"many-{i}"]
+        assert (req.workflow_id, req.step_id, req.url) == (f"many-{i}", "root", f"http://h/{i}")
         stored = await store.get_workflow(f"many-{i}")
         assert stored is not None
         assert steps_by_id(stored)["root"]["attempts"] == 1

@@ -17,7 +17,7 @@ from app.db import close_database, open_database
 from app.engine import classify_answer
 from app.errors import Conflict, NotFound
 from app.schemas import canonical_json, parse_create_request
-from app.store import Job, Report, Store, secret_fingerprint
+from app.store import OutboundRequest, Report, Store, secret_fingerprint
 from app.tokens import CallbackClaim, CallbackTokens
 from baton.signing import generate_secret
 
@@ -61,21 +61,21 @@ def chain(workflow_id: str | None, context: Any) -> dict[str, Any]:
     return body
 
 
-async def drive(store: Store) -> list[Job]:
-    sent: list[Job] = []
+async def drive(store: Store) -> list[OutboundRequest]:
+    sent: list[OutboundRequest] = []
     for _ in range(50):
-        jobs = await store.claim_due(100, lease_seconds=30, now=time.time() + 3600)
-        if not jobs:
+        reqs = await store.claim_due(100, lease_seconds=30, now=time.time() + 3600)
+        if not reqs:
             return sent
-        sent.extend(jobs)
+        sent.extend(reqs)
         answers = [
             Report(
-                job=j,
+                request=j,
                 result=classify_answer(200, orjson.dumps({"success": True, "result": j.step_id})),
                 started_at=datetime.now(UTC),
                 duration_ms=1.0,
             )
-            for j in jobs
+            for j in reqs
         ]
         await store.settle(answers, rand=lambda: 0.0)
     raise AssertionError("did not settle")
@@ -160,12 +160,12 @@ async def test_actions_on_a_scoped_id_name_the_public_one(store: Store) -> None:
 
 async def test_an_async_step_of_a_namespace_completes_through_its_token(store: Store) -> None:
     await create(store, {"id": "slow", "steps": [{"id": "a", "url": "http://h/a"}]}, "acme")
-    [job] = await store.claim_due(10, lease_seconds=30)
-    assert job.run_id is not None
+    [req] = await store.claim_due(10, lease_seconds=30)
+    assert req.run_id is not None
     await store.settle(
         [
             Report(
-                job=job,
+                request=req,
                 result=classify_answer(202, b'{"async": true}'),
                 started_at=datetime.now(UTC),
                 duration_ms=1.0,
@@ -173,7 +173,7 @@ async def test_an_async_step_of_a_namespace_completes_through_its_token(store: S
         ]
     )
     tokens = CallbackTokens("k")
-    token = tokens.make(CallbackClaim(job.workflow_id, "a", job.run_id, job.attempt))
+    token = tokens.make(CallbackClaim(req.workflow_id, "a", req.run_id, req.attempt))
     claim = tokens.load(token)
     assert claim.workflow_id == "acme/slow"
     answer = await store.async_result(claim, b'{"success": true, "result": 1}')

@@ -24,8 +24,8 @@ from app.engine import (
     classify_answer,
 )
 from app.machine import (
+    ActionRefused,
     CompensationStatus,
-    Conflict,
     DeliveryView,
     Effects,
     Machine,
@@ -355,7 +355,7 @@ def test_cancel_ends_at_once_and_in_flight_answers_start_nothing() -> None:
         "message": "the workflow was cancelled",
         "stepId": None,
     }
-    with pytest.raises(Conflict):
+    with pytest.raises(ActionRefused):
         sim.machine.cancel(compensate=False)
 
 
@@ -363,7 +363,7 @@ def test_retry_workflow_reruns_only_what_failed() -> None:
     sim = make([{"id": "a"}, {"id": "b", "dependsOn": ["a"]}, {"id": "c", "dependsOn": ["b"]}])
     sim.send_all({"b": broken()})
     assert sim.status is WorkflowStatus.FAILED
-    with pytest.raises(Conflict):
+    with pytest.raises(ActionRefused):
         sim.machine.cancel(compensate=False)
     sim.machine.retry_workflow()
     sim.drain()
@@ -379,10 +379,10 @@ def test_retry_workflow_reruns_only_what_failed() -> None:
 
 def test_retry_is_refused_unless_failed() -> None:
     sim = make([{"id": "a"}])
-    with pytest.raises(Conflict):
+    with pytest.raises(ActionRefused):
         sim.machine.retry_workflow()
     sim.send_all()
-    with pytest.raises(Conflict):
+    with pytest.raises(ActionRefused):
         sim.machine.retry_workflow()
 
 
@@ -405,7 +405,7 @@ def test_retry_step_reruns_it_and_everything_downstream() -> None:
 
 def test_retry_step_refused_while_running() -> None:
     sim = make([{"id": "a"}])
-    with pytest.raises(Conflict):
+    with pytest.raises(ActionRefused):
         sim.machine.retry_step("a")
 
 
@@ -605,7 +605,7 @@ def test_retry_step_refused_while_a_downstream_step_runs() -> None:
     sim.answer(*sim.claim(), ok())
     sim.claim()  # b is on the wire
     sim.machine.retry_step("a")
-    with pytest.raises(Conflict, match="'b' downstream of 'a'"):
+    with pytest.raises(ActionRefused, match="'b' downstream of 'a'"):
         sim.machine.run()
 
 

@@ -1,0 +1,272 @@
+"""Creating workflows: validated specs become rows, their roots due, in group commits.
+
+A create is not inserted on its own: creates that arrive while an insert is
+under way wait for it and are then inserted together, in one transaction (a
+COMMIT costs more than the inserts of a small workflow). The rows are written
+in the state the machine leaves them in after ``start()`` — roots already
+running, their requests due — and up to the caller's hand-off budget of those
+requests is claimed for this process, to be sent without a claim round.
+
+Ids and ``Idempotency-Key``s are scoped by namespace; the same id or key with
+the same body answers the stored workflow, with another body ``Conflict``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from app import dag
+from app.engine import Backoff, RetryPolicy, StepStatus, WorkflowStatus
+from app.errors import Conflict, StoreError
+from app.machine import Machine
+from app.models import Step, Workflow
+from app.schemas import WorkflowCreate
+from app.store.graphs import Graph
+from app.store.reading import load_status_document
+from app.store.render import status_document
+from app.store.rows import new_run_id, new_workflow_id, step_state, utcnow, workflow_state
+from app.store.session import StoreCore, Writes
+from app.store.sql import insert_many
+from app.store.work import Handoff, OutboundRequest
+from app.tenants import (
+    DEFAULT_NAMESPACE,
+    namespace_of,
+    public_id,
+    scoped_id,
+    scoped_idempotency_key,
+)
+
+
+@dataclass(slots=True)
+class PendingCreate:
+    """A create waiting to be inserted with the others that arrived meanwhile."""
+
+    spec: WorkflowCreate
+    workflow_id: str
+    request_hash: str
+    idempotency_key: str | None
+    budget: Handoff
+    #: The status document, or the exception the insert raised.
+    future: asyncio.Future[dict[str, Any]]
+
+
+def settle_future(future: asyncio.Future[Any], outcome: Any) -> None:
+    """Resolve ``future`` with a result or an exception, unless its caller is gone."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class Creating(StoreCore):
+    """Creating workflows (group commits of creates)."""
+
+    def __init__(self, *, owner: str | None = None) -> None:
+        super().__init__(owner=owner)
+        #: Creates waiting for the task that inserts them together.
+        self._creates: list[PendingCreate] = []
+        self._creating: asyncio.Task[None] | None = None
+
+    async def create_workflow(
+        self,
+        spec: WorkflowCreate,
+        *,
+        request_hash: str,
+        idempotency_key: str | None = None,
+        handoff: int = 0,
+        lease_seconds: float = 30.0,
+        on_requests: Callable[[list[OutboundRequest]], None] | None = None,
+        on_due: Callable[[], None] | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> tuple[dict[str, Any], bool]:
+        """Store a new workflow of ``namespace`` and make its root steps due; idempotent
+        by id or key, both scoped by the namespace.
+
+        Answers (status document, created). A second create with the same id (or
+        Idempotency-Key) and the same body answers the stored workflow; a different
+        body raises Conflict. Up to ``handoff`` root requests are claimed for this
+        process and passed to ``on_requests`` once committed, to be sent at once;
+        ``on_due`` is called once committed if requests were left due for a claim.
+        """
+        budget = Handoff(handoff, lease_seconds)
+        workflow_id = scoped_id(namespace, spec.id or new_workflow_id())
+        if idempotency_key is not None:
+            idempotency_key = scoped_idempotency_key(namespace, idempotency_key)
+        if spec.id is not None or idempotency_key is not None:
+            existing = await self._find_existing(workflow_id if spec.id else None, idempotency_key)
+            if existing is not None:
+                return await self._same_or_conflict(existing, request_hash), False
+        pending = PendingCreate(
+            spec,
+            workflow_id,
+            request_hash,
+            idempotency_key,
+            budget,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._creates.append(pending)
+        if self._creating is None or self._creating.done():
+            self._creating = asyncio.create_task(self._insert_creates(), name="baton-creates")
+        try:
+            document = await pending.future
+        except IntegrityError as exc:
+            # Lost a race with an identical create: answer like the idempotent path.
+            existing = await self._find_existing(workflow_id if spec.id else None, idempotency_key)
+            if existing is None:
+                raise StoreError(f"could not store workflow: {exc}") from exc
+            return await self._same_or_conflict(existing, request_hash), False
+        if on_requests is not None and budget.requests:
+            on_requests(budget.requests)
+        if on_due is not None and budget.left_due:
+            on_due()
+        return document, True
+
+    async def _find_existing(
+        self, workflow_id: str | None, idempotency_key: str | None
+    ) -> Workflow | None:
+        if workflow_id is not None:
+            found = await Workflow.get_or_none(id=workflow_id)
+            if found is not None:
+                return found
+        if idempotency_key is not None:
+            return await Workflow.get_or_none(idempotency_key=idempotency_key)
+        return None
+
+    async def _same_or_conflict(self, existing: Workflow, request_hash: str) -> dict[str, Any]:
+        if existing.request_hash != request_hash:
+            raise Conflict(
+                f"workflow '{public_id(existing.id)}' already exists with a different request body"
+            )
+        document = await load_status_document(existing.id)
+        assert document is not None
+        return document
+
+    def _prepare_workflow(
+        self, create: PendingCreate, writes: Writes
+    ) -> tuple[SimpleNamespace, list[SimpleNamespace], Graph]:
+        """The rows of a new workflow and its steps in the state the machine leaves them
+        in after start (rather than inserted and then updated); its first requests and
+        events are collected in ``writes``."""
+        spec, workflow_id = create.spec, create.workflow_id
+        request_hash, idempotency_key = create.request_hash, create.idempotency_key
+        now = utcnow()
+        deps = {s.id: list(s.depends_on) for s in spec.steps}
+        dependents = dag.dependents_of(deps)
+        workflow = SimpleNamespace(
+            id=workflow_id,
+            name=spec.name,
+            status=WorkflowStatus.RUNNING,
+            context=spec.context,
+            saga=spec.saga,
+            fail_fast=spec.fail_fast,
+            timeout=spec.timeout,
+            on_complete=spec.on_complete,
+            on_error=spec.on_error,
+            namespace=namespace_of(workflow_id),
+            created_at=now,
+            started_at=now,
+            completed_at=None,
+            deadline_at=now + timedelta(seconds=spec.timeout),
+            error=None,
+            request_hash=request_hash,
+            idempotency_key=idempotency_key,
+            open_steps=len(spec.steps),
+            step_count=len(spec.steps),
+            failed_step=None,
+            end_reason=None,
+            compensation_started=False,
+        )
+        rows = [
+            SimpleNamespace(
+                workflow_id=workflow_id,
+                step_id=s.id,
+                position=position,
+                url=s.url,
+                depends_on=list(s.depends_on),
+                dependents=dependents[s.id],
+                deps_remaining=len(s.depends_on),
+                status=StepStatus.PENDING,
+                attempts=0,
+                retry=RetryPolicy(
+                    max_attempts=s.retries.max_attempts,
+                    backoff=Backoff(s.retries.backoff),
+                    delay=s.retries.delay,
+                    max_delay=s.retries.max_delay,
+                    jitter=s.retries.jitter,
+                ).to_dict(),
+                timeout=s.timeout,
+                compensation=s.compensation,
+                condition=s.when,
+                continue_on_failure=s.continue_on_failure,
+                started_at=None,
+                completed_at=None,
+                completion_seq=None,
+                result=None,
+                error=None,
+                compensation_status=None,
+                run_id=new_run_id(),
+            )
+            for position, s in enumerate(spec.steps)
+        ]
+        machine = Machine(
+            workflow_state(workflow),
+            {r.step_id: step_state(r, None) for r in rows},
+            graph=deps,
+            now=now,
+            seq=time.time_ns,
+            new_run_id=new_run_id,
+            all_loaded=True,
+        )
+        machine.start()
+        assert machine.run() is None  # every step is in memory
+        collected = len(writes.steps)
+        self._collect(machine, {r.step_id: str(r.status) for r in rows}, create.budget, writes)
+        by_id = {r.step_id: r for r in rows}
+        for (_, step_id), _, changes in writes.steps[collected:]:
+            for name, value in changes.items():
+                setattr(by_id[step_id], name, value)
+        del writes.steps[collected:]
+        for name, value in writes.workflows.pop(workflow_id, {}).items():
+            setattr(workflow, name, value)
+        return workflow, rows, Graph(deps, dependents)
+
+    async def _insert_creates(self) -> None:
+        """Insert the creates waiting, all of them in one transaction (group commit)."""
+        while self._creates:
+            batch, self._creates = self._creates, []
+            try:
+                await self._insert_together(batch)
+            except Exception as exc:
+                if len(batch) == 1:
+                    settle_future(batch[0].future, exc)
+                    continue
+                # One of them failed the batch (an id taken meanwhile): each on its own.
+                for create in batch:
+                    try:
+                        await self._insert_together([create])
+                    except Exception as single:
+                        settle_future(create.future, single)
+
+    async def _insert_together(self, batch: Sequence[PendingCreate]) -> None:
+        for create in batch:
+            create.budget.reset()
+        writes = Writes()
+        async with in_transaction():
+            prepared = [self._prepare_workflow(create, writes) for create in batch]
+            await insert_many(Workflow, [vars(workflow) for workflow, _, _ in prepared])
+            await insert_many(Step, [vars(r) for _, rows, _ in prepared for r in rows])
+            await self._write(writes)
+        for create, (workflow, rows, graph) in zip(batch, prepared, strict=True):
+            self.graphs.remember(workflow.id, graph.depends_on, graph.dependents)
+            settle_future(create.future, status_document(workflow, rows))
