@@ -27,10 +27,17 @@ from app.engine import (
     StepErrorCode,
     classify_answer,
     classify_connection_error,
+    classify_malformed_answer,
     classify_timeout,
     iso,
 )
-from app.netguard import NetPolicy, UnsafeURL, check_url_for_delivery, make_transport
+from app.netguard import (
+    MalformedAnswer,
+    NetPolicy,
+    UnsafeURL,
+    check_url_for_delivery,
+    make_transport,
+)
 from app.store import OutboundRequest, Report
 from app.tenants import NamespaceSigners, public_id
 from baton.signing import Signer
@@ -67,7 +74,8 @@ def build_body(
 
 
 class Deliverer:
-    """Sends requests and reports what came of them; never raises for a failed request.
+    """Sends requests and reports what came of them: ``send`` always answers a report,
+    whatever the target did (or did not) answer.
 
     Requests are signed with ``signer`` (the global secrets), or, given ``signers``,
     with the secrets of the workflow's namespace where it has its own.
@@ -131,7 +139,13 @@ class Deliverer:
                 StepErrorCode.TIMEOUT, f"no callback within {request.timeout:g} s", retryable=True
             )
         else:
-            result = await self._attempt(request, started)
+            try:
+                result = await self._attempt(request, started)
+            except Exception as exc:
+                # Building or signing the request failed (its namespace's secrets could
+                # not be read, say): a failed attempt like any other, retried by policy.
+                log.exception("could not send %s %s", request.kind, request.url)
+                result = classify_connection_error(f"the request could not be sent: {exc}")
         return Report(
             request=request,
             result=result,
@@ -165,14 +179,18 @@ class Deliverer:
                         r.status_code,
                         data,
                         retry_after=r.headers.get("retry-after"),
+                        content_type=r.headers.get("content-type"),
                     )
         except TimeoutError:
             return classify_timeout(request.timeout)
         except httpx.TimeoutException:
             return classify_timeout(request.timeout)
-        except httpx.HTTPError as exc:
-            return classify_connection_error(_describe(exc))
-        except OSError as exc:
+        except MalformedAnswer as exc:
+            return classify_malformed_answer(str(exc))
+        except Exception as exc:
+            # Whatever else went wrong on the way (a refused address, a reset, a bug in
+            # a library), the attempt failed and is reported: a request that raised
+            # instead would hold its step and its delivery slot for ever.
             return classify_connection_error(_describe(exc))
 
 

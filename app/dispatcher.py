@@ -201,14 +201,17 @@ class Dispatcher:
         try:
             report = await self.deliverer.send(request)
         except Exception:
-            # Never lose a claimed request to a bug in sending: its lease expires and it is
-            # sent again. Say loudly that this happened.
+            # Deliverer.send reports every failure; should it ever raise, the slot is
+            # freed and the lease no longer renewed: it runs out and the request is
+            # claimed and sent again. Say loudly that this happened.
             log.exception(
                 "sending %s %s/%s failed unexpectedly",
                 request.kind,
                 request.workflow_id,
                 request.step_id,
             )
+            self._inflight.pop(request.delivery_id, None)
+            self._wake.set()
             return
         if self.metrics is not None:
             self._observe(report)

@@ -190,13 +190,20 @@ def classify_answer(
     body: bytes,
     *,
     retry_after: str | None = None,
+    content_type: str | None = None,
     now: datetime | None = None,
     max_result_bytes: int = MAX_RESULT_BYTES,
 ) -> AttemptResult:
-    """Turn a handler's HTTP answer into an attempt result (the table in DESIGN §4)."""
+    """Turn a handler's HTTP answer into an attempt result (the table in DESIGN §4).
+
+    Whatever the bytes, the result can be stored: text taken from the answer (the
+    excerpt, an error message) has its NUL characters replaced, and a result that
+    holds one is an ``invalid_response`` (PostgreSQL cannot store NUL in text or
+    JSON, and a result is not rewritten behind the handler's back).
+    """
     excerpt = _excerpt(body)
     if 200 <= status < 300:
-        return _classify_success(status, body, excerpt, max_result_bytes)
+        return _classify_success(status, body, excerpt, max_result_bytes, content_type)
     if status in _RETRYABLE_STATUSES or status >= 500:
         return AttemptResult.failure(
             StepErrorCode.HTTP_ERROR,
@@ -223,8 +230,20 @@ def classify_answer(
     )
 
 
+def _says_json(content_type: str | None) -> bool:
+    """Whether a Content-Type names JSON (``application/json``, ``…+json``)."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
 def _classify_success(
-    status: int, body: bytes, excerpt: str | None, max_result_bytes: int
+    status: int,
+    body: bytes,
+    excerpt: str | None,
+    max_result_bytes: int,
+    content_type: str | None = None,
 ) -> AttemptResult:
     if len(body) > max_result_bytes:
         return AttemptResult.failure(
@@ -238,24 +257,34 @@ def _classify_success(
     if body.strip():
         try:
             document = orjson.loads(body)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            if _says_json(content_type):
+                # It says JSON and is not (a truncated or garbled body): try again.
+                return AttemptResult.failure(
+                    StepErrorCode.INVALID_RESPONSE,
+                    f"the answer says it is JSON but does not parse: {exc.msg}",
+                    retryable=True,
+                    http_status=status,
+                    excerpt=excerpt,
+                )
             # A 2xx with a body that is not JSON still means "done" (DESIGN §4).
             return AttemptResult(Outcome.COMPLETED, None, http_status=status, excerpt=excerpt)
+
+    may_hold_nul = _NUL_ESCAPE in body
     if not isinstance(document, dict):
-        return AttemptResult(Outcome.COMPLETED, document, http_status=status, excerpt=excerpt)
+        return _completed(document, status, excerpt, may_hold_nul)
     if status == 202 and document.get("async") is True:
         return AttemptResult(Outcome.ASYNC, None, http_status=status, excerpt=excerpt)
     if "success" not in document:
-        return AttemptResult(Outcome.COMPLETED, document, http_status=status, excerpt=excerpt)
+        return _completed(document, status, excerpt, may_hold_nul)
     success = document["success"]
     if success is True:
-        return AttemptResult(
-            Outcome.COMPLETED, document.get("result"), http_status=status, excerpt=excerpt
-        )
+        return _completed(document.get("result"), status, excerpt, may_hold_nul)
     if success is False:
         message = document.get("error")
         if not isinstance(message, str):
             message = "handler reported failure" if message is None else _compact(message)
+        message = storable_text(message)
         return AttemptResult.failure(
             StepErrorCode.HANDLER_ERROR,
             message,
@@ -272,9 +301,30 @@ def _classify_success(
     )
 
 
+def _completed(result: Any, status: int, excerpt: str | None, may_hold_nul: bool) -> AttemptResult:
+    if may_hold_nul and _holds_nul(result):
+        return AttemptResult.failure(
+            StepErrorCode.INVALID_RESPONSE,
+            "the result holds a NUL character (\\u0000), which cannot be stored",
+            retryable=False,
+            http_status=status,
+            excerpt=excerpt,
+        )
+    return AttemptResult(Outcome.COMPLETED, result, http_status=status, excerpt=excerpt)
+
+
 def classify_timeout(timeout: float) -> AttemptResult:
     return AttemptResult.failure(
         StepErrorCode.TIMEOUT, f"no answer within {timeout:g} s", retryable=True
+    )
+
+
+def classify_malformed_answer(message: str) -> AttemptResult:
+    """The target answered with something that is not valid HTTP (DESIGN §4: retried)."""
+    return AttemptResult.failure(
+        StepErrorCode.INVALID_RESPONSE,
+        f"the answer is not valid HTTP: {message}",
+        retryable=True,
     )
 
 
@@ -435,7 +485,34 @@ def iso(value: datetime | None) -> str | None:
 def _excerpt(body: bytes) -> str | None:
     if not body:
         return None
-    return body[:RESPONSE_EXCERPT_CHARS].decode("utf-8", errors="replace")
+    return storable_text(body[:RESPONSE_EXCERPT_CHARS].decode("utf-8", errors="replace"))
+
+
+#: How a NUL character can appear in valid JSON text (it cannot appear raw).
+_NUL_ESCAPE = b"\\u0000"
+
+
+def storable_text(text: str) -> str:
+    """``text`` with NUL characters replaced by U+FFFD (PostgreSQL refuses NUL in text)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a parsed JSON value has a NUL character in any string or key."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    return True
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _compact(value: Any) -> str:

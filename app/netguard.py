@@ -27,6 +27,10 @@ Errors::
     └── UnsafeAddressError   -- raised by GuardedResolver; aiohttp wraps it in
                                 ClientConnectorDNSError, and the transport from
                                 make_transport raises that as httpx.ConnectError
+    httpx.RemoteProtocolError
+    └── MalformedAnswer      -- the target's answer is not valid HTTP (the
+                                transport from make_transport raises it for
+                                aiohttp's parser errors)
 
 Numeric hosts are read the way browsers read them (WHATWG URL host parsing,
 a superset of what ``inet_aton`` accepts), so ``http://0x7f.1/``,
@@ -365,9 +369,20 @@ class GuardedTransport(AiohttpTransport):
             await self._resolver.close()
 
 
+class MalformedAnswer(httpx.RemoteProtocolError):
+    """The target answered, but not with valid HTTP: a bad status line, headers over
+    aiohttp's limit, a bad or unfulfilled Content-Length, broken chunks."""
+
+
+def _one_line(message: str, limit: int = 300) -> str:
+    """aiohttp's parser errors span lines (the offending bytes and a caret): one line."""
+    return " ".join(message.split())[:limit]
+
+
 @contextmanager
 def _fix_error_types(request: httpx.Request) -> Iterator[None]:
-    """Undo httpx-aiohttp's mapping of every aiohttp connection error to ``ConnectTimeout``.
+    """Undo httpx-aiohttp's mapping of every aiohttp connection error to ``ConnectTimeout``,
+    and raise an answer aiohttp could not parse as ``MalformedAnswer``.
 
     httpx-aiohttp 0.2 maps ``aiohttp.ClientConnectionError`` to
     ``httpx.ConnectTimeout`` and never narrows it, so a refused connection, a
@@ -377,6 +392,18 @@ def _fix_error_types(request: httpx.Request) -> Iterator[None]:
     """
     try:
         yield
+    except aiohttp.ClientResponseError as exc:
+        # aiohttp could not parse the answer (status line, headers, Content-Length,
+        # chunks): httpx's own transport calls that a protocol error too.
+        raise MalformedAnswer(_one_line(exc.message), request=request) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise MalformedAnswer(_one_line(str(exc)), request=request) from exc
+    except httpx.ReadError as exc:
+        # httpx-aiohttp maps a body that ends before its Content-Length, or broken
+        # chunks, to a read error: the answer itself was malformed.
+        if isinstance(exc.__cause__, aiohttp.ClientPayloadError):
+            raise MalformedAnswer(_one_line(str(exc.__cause__)), request=request) from exc
+        raise
     except httpx.ConnectTimeout as exc:
         cause = exc.__cause__
         if not isinstance(cause, aiohttp.ClientConnectionError) or isinstance(cause, TimeoutError):
@@ -384,6 +411,8 @@ def _fix_error_types(request: httpx.Request) -> Iterator[None]:
         fixed: httpx.TransportError
         if isinstance(cause, aiohttp.ClientConnectorError):
             fixed = httpx.ConnectError(str(exc), request=request)
+        elif isinstance(cause, aiohttp.ClientPayloadError):
+            fixed = MalformedAnswer(_one_line(str(cause)), request=request)
         elif isinstance(cause, aiohttp.ServerDisconnectedError):
             fixed = httpx.RemoteProtocolError(str(exc), request=request)
         else:

@@ -22,6 +22,7 @@ from app.engine import (
     callback_kind_for,
     classify_answer,
     classify_connection_error,
+    classify_malformed_answer,
     classify_timeout,
     decide_after_attempt,
     dooms_workflow,
@@ -245,3 +246,53 @@ def test_previous_steps_shapes() -> None:
         "b": {"status": "skipped"},
         "c": {"status": "failed", "error": {"code": "http_error"}},
     }
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "application/x+json"]
+)
+def test_a_truncated_json_answer_is_an_invalid_response(content_type: str) -> None:
+    """A 2xx that says JSON and does not parse is a failed attempt, retried (DESIGN §4)."""
+    answer = classify_answer(200, b'{"success": true, "result": ', content_type=content_type)
+    assert answer.outcome is Outcome.FAILED
+    assert answer.error is not None and answer.error.code is StepErrorCode.INVALID_RESPONSE
+    assert answer.retryable
+    assert answer.error.http_status == 200
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "text/html; charset=utf-8"])
+def test_a_body_that_is_not_json_and_does_not_say_so_completes(content_type: str | None) -> None:
+    answer = classify_answer(200, b"<html>done", content_type=content_type)
+    assert answer.outcome is Outcome.COMPLETED
+    assert answer.result is None
+
+
+def test_a_result_holding_nul_is_an_invalid_response_and_nothing_stored_holds_nul() -> None:
+    body = b'{"success": true, "result": {"k\\u0000": "v"}}'
+    answer = classify_answer(200, body, content_type="application/json")
+    assert answer.outcome is Outcome.FAILED
+    assert answer.error is not None and answer.error.code is StepErrorCode.INVALID_RESPONSE
+    assert not answer.retryable
+    assert "\x00" not in (answer.excerpt or "") and "\x00" not in answer.error.message
+    nested = classify_answer(200, b'[1, {"a": ["x\\u0000y"]}]')
+    assert nested.outcome is Outcome.FAILED
+    # An escaped backslash followed by "u0000" is no NUL: the result is kept.
+    literal = classify_answer(200, b'{"success": true, "result": "\\\\u0000"}')
+    assert literal.outcome is Outcome.COMPLETED and literal.result == "\\u0000"
+
+
+def test_binary_answers_and_error_messages_are_made_storable() -> None:
+    binary = classify_answer(200, b"\x00\x01\x02 binary \x00")
+    assert binary.outcome is Outcome.COMPLETED and binary.result is None
+    assert binary.excerpt is not None and "\x00" not in binary.excerpt
+    failed = classify_answer(500, b"oops\x00")
+    assert failed.excerpt == "oops\ufffd"
+    handler = classify_answer(200, b'{"success": false, "error": "bad\\u0000input"}')
+    assert handler.error is not None and handler.error.message == "bad\ufffdinput"
+
+
+def test_a_malformed_http_answer_is_a_retried_invalid_response() -> None:
+    answer = classify_malformed_answer("Bad status line: b'HTTP/1.1 abc OK'")
+    assert answer.outcome is Outcome.FAILED and answer.retryable
+    assert answer.error is not None and answer.error.code is StepErrorCode.INVALID_RESPONSE
+    assert "not valid HTTP" in answer.error.message
