@@ -47,6 +47,7 @@ from app.schemas import (
     parse_create_request,
 )
 from app.store import LIST_LIMIT_MAX, OutboundRequest, Store, decode_cursor
+from app.store.sql import database_unavailable
 from app.tenants import DEFAULT_NAMESPACE, scoped_id
 from app.tokens import CallbackClaim, CallbackTokens, ExpiredToken, InvalidToken
 
@@ -65,6 +66,15 @@ NAMESPACE_SCOPE_KEY = "baton.namespace"
 MAX_ACTION_BODY_BYTES = 64 * 1024
 #: A callback carries a result (at most 1 MiB) plus its envelope.
 MAX_CALLBACK_BODY_BYTES = MAX_BODY_BYTES + 64 * 1024
+
+
+#: How long /readyz waits for the database before answering 503.
+READY_TIMEOUT = 2.0
+
+
+def _retrieve_exception(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class JSON(Response):
@@ -107,6 +117,8 @@ class Api:
         self.dispatcher: Dispatcher | None = None
         #: The OpenAPI document, built on its first request.
         self._openapi: bytes | None = None
+        #: The readiness probe under way, shared by concurrent /readyz requests.
+        self._ping: asyncio.Task[None] | None = None
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -143,10 +155,19 @@ class Api:
         return JSON({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        try:
-            await self.store.ping()
-        except Exception as exc:
-            log.warning("readiness check failed: %s", exc)
+        # One probe at a time, never cancelled (cancelling a statement under way on
+        # SQLite's worker thread would leave it running beside the next one); a probe
+        # that does not answer in time is a 503 and finishes on its own.
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.create_task(self.store.ping(), name="baton-readyz")
+            self._ping.add_done_callback(_retrieve_exception)
+        done, _ = await asyncio.wait({self._ping}, timeout=READY_TIMEOUT)
+        if not done:
+            log.warning("readiness check: the database did not answer in %g s", READY_TIMEOUT)
+            return JSON({"status": "unavailable", "database": "not answering"}, status_code=503)
+        failure = self._ping.exception()
+        if failure is not None:
+            log.warning("readiness check failed: %s", failure)
             return JSON({"status": "unavailable", "database": "unreachable"}, status_code=503)
         return JSON({"status": "ok", "database": "ok"})
 
@@ -567,6 +588,12 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
 
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:
+    if database_unavailable(exc):
+        log.warning("the database could not serve %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            ServiceUnavailable("the database is not answering; try again shortly"),
+            headers={"Retry-After": "1"},
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     problem = {
         "type": "about:blank",

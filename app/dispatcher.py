@@ -25,6 +25,7 @@ from app.delivery import Deliverer
 from app.engine import Outcome
 from app.metrics import Metrics
 from app.store import OutboundRequest, Report, Store
+from app.store.sql import database_unavailable
 
 log = logging.getLogger("baton.dispatcher")
 
@@ -34,6 +35,9 @@ POLL_INTERVAL = 1.0
 CLAIM_BATCH = 200
 #: Most answers settled in one transaction.
 SETTLE_BATCH = 200
+#: First and longest pause before recording answers again while the database is unavailable.
+UNAVAILABLE_PAUSE = 0.25
+UNAVAILABLE_PAUSE_MAX = 5.0
 
 
 class Dispatcher:
@@ -157,8 +161,11 @@ class Dispatcher:
                 self._reserved += wanted
                 try:
                     requests = await self.store.claim_due(wanted, lease_seconds=self.lease_seconds)
-                except Exception:
-                    log.exception("claiming due deliveries failed; retrying")
+                except Exception as exc:
+                    if database_unavailable(exc):
+                        log.warning("the database is unavailable (%s); claiming again soon", exc)
+                    else:
+                        log.exception("claiming due deliveries failed; retrying")
                     requests = []
                     await asyncio.sleep(POLL_INTERVAL)
                 finally:
@@ -233,23 +240,32 @@ class Dispatcher:
 
     async def _commit_loop(self) -> None:
         stop = False
+        #: Answers the database could not record yet: settled first at the next round.
+        held: list[Report] = []
+        pause = UNAVAILABLE_PAUSE
         while not stop:
-            first = await self._reports.get()
-            batch: list[Report] = []
-            if first is None:
-                stop = True
-            else:
-                batch.append(first)
+            batch = held
+            if not batch:
+                first = await self._reports.get()
+                if first is None:
+                    stop = True
+                else:
+                    batch.append(first)
             while len(batch) < SETTLE_BATCH and not self._reports.empty():
                 item = self._reports.get_nowait()
                 if item is None:
                     stop = True
                 else:
                     batch.append(item)
-            if batch:
-                await self._settle(batch)
+            held = await self._settle(batch) if batch else []
+            if held and not stop:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, UNAVAILABLE_PAUSE_MAX)
+            else:
+                pause = UNAVAILABLE_PAUSE
 
-    async def _settle(self, batch: list[Report]) -> None:
+    async def _settle(self, batch: list[Report]) -> list[Report]:
+        """Settle a batch; answers the reports to try again (the database was unavailable)."""
         # Steps this batch makes due may be claimed and sent at once, within the slots
         # that are free; they are reserved so the claim loop cannot take them too.
         handoff = self.reserve()
@@ -257,7 +273,18 @@ class Dispatcher:
             summary = await self.store.settle(
                 batch, rand=self._rand, handoff=handoff, lease_seconds=self.lease_seconds
             )
-        except Exception:
+        except Exception as exc:
+            if database_unavailable(exc) and not self._stopping:
+                # Nothing can be recorded now (another process holds SQLite's write
+                # lock, PostgreSQL is unreachable): keep the answers and try again,
+                # rather than have their leases run out and the requests sent again.
+                log.warning(
+                    "the database is unavailable (%s); %d answers wait to be recorded",
+                    exc,
+                    len(batch),
+                )
+                self.release(handoff)
+                return batch
             log.exception("settling %d answers failed; settling them one by one", len(batch))
             for report in batch:
                 try:
@@ -270,8 +297,7 @@ class Dispatcher:
                         report.request.step_id,
                     )
             summary = None
-        finally:
-            self.release(handoff, summary.requests if summary is not None else ())
+        self.release(handoff, summary.requests if summary is not None else ())
         for report in batch:
             self._inflight.pop(report.request.delivery_id, None)
         # Look at the database again when this batch left work due that it did not hand
@@ -285,6 +311,7 @@ class Dispatcher:
             or any(r.result.outcome is not Outcome.COMPLETED for r in batch)
         ):
             self._wake.set()
+        return []
 
     # ----------------------------------------------------------------- leases
 

@@ -28,17 +28,24 @@ threads at once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from typing import Any, cast
 
 import aiosqlite
-from tortoise.backends.base.client import NestedTransactionContext, TransactionContext
+from tortoise.backends.base.client import (
+    NestedTransactionContext,
+    TransactionalDBClient,
+    TransactionContext,
+)
 from tortoise.backends.sqlite.client import (
     SqliteClient,
     SqliteTransactionContext,
     SqliteTransactionWrapper,
     translate_exceptions,
 )
+from tortoise.connection import get_connections
 from tortoise.exceptions import OperationalError, TransactionManagementError
 
 #: Tortoise quotes NUL characters in query text this way (as its own client does).
@@ -62,7 +69,33 @@ class InlineSqliteClient(SqliteClient):
             await self._post_connect()
 
     def _in_transaction(self) -> TransactionContext:
-        return SqliteTransactionContext(InlineTransaction(self), self._lock)
+        return InlineTransactionContext(InlineTransaction(self), self._lock)
+
+
+class InlineTransactionContext(SqliteTransactionContext):
+    """Tortoise's SQLite transaction context, which gives back the connection's lock
+    when the transaction cannot begin.
+
+    Tortoise's takes the lock, then begins; when BEGIN fails (another process held
+    the write lock past ``busy_timeout``) or is cancelled, ``__aexit__`` never runs,
+    the lock is never released, and every later query waits for ever.
+    """
+
+    async def __aenter__(self) -> TransactionalDBClient:
+        await self._trxlock.acquire()
+        try:
+            await self.ensure_connection()
+            self.token = get_connections().set(self.connection_name, self.connection)
+        except BaseException:
+            self._trxlock.release()
+            raise
+        try:
+            await self.connection.begin()
+        except BaseException:
+            get_connections().reset(self.token)
+            self._trxlock.release()
+            raise
+        return self.connection
 
 
 class InlineTransaction(SqliteTransactionWrapper):
@@ -91,9 +124,27 @@ class InlineTransaction(SqliteTransactionWrapper):
                 pass  # another process writes: wait for it on the worker thread
             finally:
                 connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout)}")
-            await self._connection.execute("BEGIN IMMEDIATE")
+            await self._begin_on_worker_thread()
         except sqlite3.OperationalError as exc:
             raise TransactionManagementError(exc) from exc
+
+    async def _begin_on_worker_thread(self) -> None:
+        """BEGIN IMMEDIATE on aiosqlite's thread, which may wait up to ``busy_timeout``.
+
+        A cancellation cannot stop the thread: BEGIN may still succeed after the
+        caller is gone, leaving the connection inside a transaction nobody ends
+        (holding the database's write lock). So the statement is shielded, waited
+        for, and rolled back before the cancellation goes on.
+        """
+        begin = asyncio.ensure_future(self._connection.execute("BEGIN IMMEDIATE"))
+        try:
+            await asyncio.shield(begin)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await begin
+            if self._sqlite().in_transaction:
+                self._sqlite().execute("ROLLBACK")
+            raise
 
     async def commit(self) -> None:
         if self._finalized:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from types import SimpleNamespace
@@ -32,7 +33,7 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 from tortoise import fields
-from tortoise.exceptions import DBConnectionError, OperationalError
+from tortoise.exceptions import DBConnectionError, OperationalError, TransactionManagementError
 from tortoise.models import Model
 
 from app.errors import TransitionRejected
@@ -47,10 +48,37 @@ T = TypeVar("T")
 UNAVAILABLE = (
     OperationalError,
     DBConnectionError,
+    TransactionManagementError,
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
 )
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database could not serve us right now (it is down,
+    unreachable, or another process held SQLite's write lock past the busy timeout),
+    as opposed to a statement it refused: worth a 503 and a retry, not a 500."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(
+            seen,
+            (
+                DBConnectionError,
+                TransactionManagementError,
+                ConnectionError,
+                asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError,
+                asyncpg.CannotConnectNowError,
+            ),
+        ):
+            return True
+        if isinstance(seen, (OperationalError, sqlite3.OperationalError)) and any(
+            word in str(seen).lower() for word in ("locked", "busy", "unable to open")
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def supports_for_update() -> bool:
