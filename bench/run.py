@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -25,14 +24,12 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,8 +38,18 @@ from typing import Any
 import httpx
 
 from bench import workloads as wl
+from bench.processes import (
+    ROOT,
+    cleanup_on_exit,
+    database,
+    free_port,
+    peak_rss_bytes,
+    spawn,
+    stop,
+    tail,
+)
+from bench.tables import fmt, markdown_table, text_table, verdict
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 README = BENCH / "README.md"
@@ -50,7 +57,6 @@ BEGIN_MARK = "<!-- bench:last-run:begin -->"
 END_MARK = "<!-- bench:last-run:end -->"
 BIN = Path(sys.executable).parent
 
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 #: Each workload gets at most this long (W4 more: it is ten times W2).
 WORKLOAD_LIMIT = 180.0
 W4_LIMIT = 240.0
@@ -60,74 +66,6 @@ PROFILE_SECONDS = 10
 
 WORKLOADS = ("W1", "W2", "W3", "W4")
 MB = 1024 * 1024
-
-
-# --------------------------------------------------------------------------- processes
-
-_children: list[subprocess.Popen[bytes]] = []
-_databases: set[str] = set()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the benchmark process dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the benchmark, which stops them
-            preexec_fn=_die_with_parent,
-        )
-    _children.append(proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM the process (by its id), SIGKILL it if it is still there after ``grace``."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(5)
-    if proc in _children:
-        _children.remove(proc)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def peak_rss_bytes(pid: int) -> int | None:
-    """VmHWM of a live process: its peak resident set size."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def _have(module: str) -> bool:
@@ -216,41 +154,6 @@ async def baton_server(database_url: str, tmp: Path, label: str) -> Any:
     finally:
         await api.aclose()
         stop(proc)
-
-
-# --------------------------------------------------------------------------- databases
-
-
-async def _pg_admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres", timeout=10
-    )
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def database(kind: str, label: str) -> Any:
-    """A fresh database URL (``{data}`` stands for the server's data directory)."""
-    if kind == "sqlite":
-        yield "sqlite://{data}/baton.sqlite3"
-        return
-    name = f"baton_bench_{os.getpid()}_{label.lower()}_{secrets.token_hex(3)}"
-    await _pg_admin(f'CREATE DATABASE "{name}"')
-    _databases.add(name)
-    try:
-        yield f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        await drop_database(name)
-
-
-async def drop_database(name: str) -> None:
-    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _databases.discard(name)
 
 
 # --------------------------------------------------------------------------- profile
@@ -422,17 +325,6 @@ def _brief(out: wl.Outcome) -> str:
 # --------------------------------------------------------------------------- the table
 
 
-def _fmt(value: Any, digits: int = 0, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    text = f"{value:,.{digits}f}"
-    return f"{text} {unit}".rstrip()
-
-
-def _verdict(ok: bool | None) -> str:
-    return "—" if ok is None else ("pass" if ok else "**miss**")
-
-
 def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
     """The table rows: workload, metric, measured, vs RAW, target, result."""
     rows: list[list[str]] = []
@@ -449,7 +341,7 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
     ):
         if key in rm:
             m = rm[key]
-            measured = f"{_fmt(m['rps'])} req/s, mean {_fmt(m['mean_ms'], 2, 'ms')}"
+            measured = f"{fmt(m['rps'])} req/s, mean {fmt(m['mean_ms'], 2, 'ms')}"
             rows.append(["RAW", label, measured, "—", "—", "—"])
 
     def failed(name: str, r: dict[str, Any]) -> None:
@@ -473,17 +365,17 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W1",
                 f"{n} diamonds, {m.get('concurrency')} in flight: steps/s",
-                _fmt(sps),
-                f"{_fmt(ratio, 2)} × RAW c64" if ratio else "—",
+                fmt(sps),
+                f"{fmt(ratio, 2)} × RAW c64" if ratio else "—",
                 target,
-                _verdict(ok if w1["status"] == "ok" else False),
+                verdict(ok if w1["status"] == "ok" else False),
             ]
         )
         rows.append(
             [
                 "W1",
                 f"all {n} creates answered after",
-                _fmt(m.get("submit_seconds"), 2, "s"),
+                fmt(m.get("submit_seconds"), 2, "s"),
                 "—",
                 "—",
                 "—",
@@ -493,14 +385,14 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W1",
                 "end-to-end latency p50 / p99",
-                f"{_fmt(m.get('latency_p50_s'), 2)} / {_fmt(m.get('latency_p99_s'), 2)} s",
+                f"{fmt(m.get('latency_p50_s'), 2)} / {fmt(m.get('latency_p99_s'), 2)} s",
                 "—",
                 "—",
                 "—",
             ]
         )
         rows.append(
-            ["W1", "server peak RSS", _fmt(m.get("server_peak_rss_mb"), 0, "MB")] + ["—"] * 3
+            ["W1", "server peak RSS", fmt(m.get("server_peak_rss_mb"), 0, "MB")] + ["—"] * 3
         )
 
     w2 = res.get("W2")
@@ -519,15 +411,15 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W2",
                 f"prepare → {(steps or 2) - 2} parallel → finalize: wall",
-                _fmt(wall, 2, "s"),
-                f"{_fmt(ratio, 1)} × ({steps} ÷ RAW c64 = {_fmt(ideal, 2, 's')})" if ratio else "—",
+                fmt(wall, 2, "s"),
+                f"{fmt(ratio, 1)} × ({steps} ÷ RAW c64 = {fmt(ideal, 2, 's')})" if ratio else "—",
                 "≤ 2 × (steps ÷ RAW c64)",
-                _verdict(ok if w2["status"] == "ok" else False),
+                verdict(ok if w2["status"] == "ok" else False),
             ]
         )
-        rows.append(["W2", "create accepted", _fmt(m.get("accept_seconds"), 2, "s")] + ["—"] * 3)
+        rows.append(["W2", "create accepted", fmt(m.get("accept_seconds"), 2, "s")] + ["—"] * 3)
         rows.append(
-            ["W2", "server peak RSS", _fmt(m.get("server_peak_rss_mb"), 0, "MB")] + ["—"] * 3
+            ["W2", "server peak RSS", fmt(m.get("server_peak_rss_mb"), 0, "MB")] + ["—"] * 3
         )
 
     w3 = res.get("W3")
@@ -542,18 +434,18 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W3",
                 f"chain of {m.get('steps')}: hop mean / p50 / p99",
-                f"{_fmt(mean, 2)} / {_fmt(m.get('hop_p50_ms'), 2)} / "
-                f"{_fmt(m.get('hop_p99_ms'), 2)} ms",
-                f"RAW c1 + {_fmt(over, 2, 'ms')}" if over is not None else "—",
-                f"≤ RAW c1 + 2 ms ({_fmt(c1 + 2 if c1 else None, 2, 'ms')})",
-                _verdict(ok if w3["status"] == "ok" else False),
+                f"{fmt(mean, 2)} / {fmt(m.get('hop_p50_ms'), 2)} / "
+                f"{fmt(m.get('hop_p99_ms'), 2)} ms",
+                f"RAW c1 + {fmt(over, 2, 'ms')}" if over is not None else "—",
+                f"≤ RAW c1 + 2 ms ({fmt(c1 + 2 if c1 else None, 2, 'ms')})",
+                verdict(ok if w3["status"] == "ok" else False),
             ]
         )
         rows.append(
             [
                 "W3",
                 "wall / first hop (create sent → step 1 arrives)",
-                f"{_fmt(m.get('wall_seconds'), 2, 's')} / {_fmt(m.get('first_hop_ms'), 1, 'ms')}",
+                f"{fmt(m.get('wall_seconds'), 2, 's')} / {fmt(m.get('first_hop_ms'), 1, 'ms')}",
             ]
             + ["—"] * 3
         )
@@ -568,10 +460,10 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W4",
                 f"{m.get('steps')} parallel steps: create accepted",
-                _fmt(accept, 2, "s"),
+                fmt(accept, 2, "s"),
                 "—",
                 "< 2 s",
-                _verdict(None if accept is None else accept < 2),
+                verdict(None if accept is None else accept < 2),
             ]
         )
         finished = w4["status"] == "ok"
@@ -579,10 +471,10 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W4",
                 "wall to completion",
-                _fmt(m.get("wall_seconds"), 1, "s") if finished else w4["status"],
+                fmt(m.get("wall_seconds"), 1, "s") if finished else w4["status"],
                 "—",
                 "finished",
-                _verdict(finished),
+                verdict(finished),
             ]
         )
         rss = m.get("server_peak_rss_mb")
@@ -590,10 +482,10 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W4",
                 "server peak RSS",
-                _fmt(rss, 0, "MB"),
+                fmt(rss, 0, "MB"),
                 "—",
                 "< 300 MB",
-                _verdict(None if rss is None else rss < 300),
+                verdict(None if rss is None else rss < 300),
             ]
         )
         per_step = m.get("per_step_ms")
@@ -602,33 +494,16 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W4",
                 "per-step time (wall ÷ steps)",
-                _fmt(per_step, 2, "ms"),
-                f"{_fmt(ratio, 2)} × W2 per-step ({_fmt(w2_per_step, 2, 'ms')})" if ratio else "—",
+                fmt(per_step, 2, "ms"),
+                f"{fmt(ratio, 2)} × W2 per-step ({fmt(w2_per_step, 2, 'ms')})" if ratio else "—",
                 "≤ 1.5 × W2 per-step",
-                _verdict(None if ratio is None else ratio <= 1.5 and finished),
+                verdict(None if ratio is None else ratio <= 1.5 and finished),
             ]
         )
     return rows
 
 
 HEADER = ["workload", "metric", "measured", "vs RAW", "target", "result"]
-
-
-def markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def text_table(rows: list[list[str]]) -> str:
-    cells = [HEADER, *([c.replace("**", "") for c in row] for row in rows)]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(HEADER))]
-    out = []
-    for index, row in enumerate(cells):
-        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if index == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 def load_average() -> str:
@@ -671,7 +546,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             f"### {'SQLite' if kind == 'sqlite' else 'PostgreSQL'}",
             "",
-            markdown_table(rows),
+            markdown_table(HEADER, rows),
         ]
     profile = report.get("profile")
     if profile:
@@ -681,7 +556,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         else:
             lines += [
                 f"py-spy sampled the server for {profile['seconds']} s of a separate W1 run "
-                f"({_fmt(profile.get('steps_per_second_under_profiler'))} steps/s under the "
+                f"({fmt(profile.get('steps_per_second_under_profiler'))} steps/s under the "
                 f"profiler): {profile['event_loop_samples']} samples on the event loop thread, "
                 f"{profile['other_thread_samples']} on other threads (the SQLite driver's worker). "
                 "Functions in `app/` and `tortoise/`, by share of the event loop's samples "
@@ -768,33 +643,6 @@ def save(report: dict[str, Any]) -> Path:
     return RESULTS / f"{stamp}.md"
 
 
-@contextlib.contextmanager
-def cleanup_on_exit() -> Iterator[None]:
-    """Whatever happens, stop every child and drop every database made here."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for proc in list(_children):
-            stop(proc, grace=5)
-        if _databases:
-            names = list(_databases)
-
-            async def drop_all() -> None:
-                for name in names:
-                    with contextlib.suppress(Exception):
-                        await drop_database(name)
-
-            with contextlib.suppress(Exception):
-                asyncio.run(drop_all())
-        signal.signal(signal.SIGTERM, previous)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
@@ -839,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\ninterrupted; cleaning up", file=sys.stderr)
             return 130
     for kind, rows in report["tables"].items():
-        print(f"\n{'SQLite' if kind == 'sqlite' else 'PostgreSQL'}\n{text_table(rows)}")
+        print(f"\n{'SQLite' if kind == 'sqlite' else 'PostgreSQL'}\n{text_table(HEADER, rows)}")
     profile = report.get("profile")
     if profile and "top" in profile:
         print("\nW1 server profile (inclusive, app/ and tortoise/):")
