@@ -1,11 +1,15 @@
 """Run the benchmark suite.
 
-Usage: ``python -m bench.run [--db sqlite|postgres|both] [--only W1,W3] [--quick]``.
+Usage: ``python -m bench.run [--db sqlite|postgres|both] [--only W1,W3] [--quick] [--peers]``.
 
 Per database, RAW is measured first (Baton's own HTTP client stack straight to
 the handler), then each workload runs against a fresh Baton server on a fresh
-database. Each run prints a table per database, saves markdown and JSON under
-``bench/results/``, and rewrites the last-run section of ``bench/README.md``.
+database. With ``--peers`` (``make bench`` sets it), BullMQ, Celery and DBOS
+run W1 and W3 (BullMQ also J1) next, in the same run, installed first into
+``bench/.peers/`` if they are not there yet. Each run prints a table per
+database and, with the peers, the side-by-side tables (every row as a ratio
+to BullMQ), saves markdown and JSON under ``bench/results/``, and rewrites the
+last-run section of ``bench/README.md``.
 Every child process and every database made here is removed on the way out,
 also on Ctrl-C or SIGTERM.
 """
@@ -37,7 +41,9 @@ from typing import Any
 
 import httpx
 
+from bench import compare
 from bench import workloads as wl
+from bench.peers import install, suite
 from bench.processes import (
     ROOT,
     cleanup_on_exit,
@@ -64,7 +70,8 @@ W4_LIMIT = 240.0
 START_LIMIT = 60.0
 PROFILE_SECONDS = 10
 
-WORKLOADS = ("W1", "W2", "W3", "W4")
+#: Every workload name ``--only`` takes; Baton runs those in RUNNERS, the peers theirs.
+WORKLOADS = ("W1", "W2", "W3", "W4", "J1")
 MB = 1024 * 1024
 
 
@@ -282,8 +289,8 @@ async def run_database(
     results: dict[str, Any] = {}
     raw = await wl.run_bounded(wl.Outcome("RAW"), lambda o: wl.raw(o, handler, sizes), 120)
     results["RAW"] = raw.as_dict()
-    print(f"   RAW  {raw.status:7} {raw.seconds:6.1f} s  {_brief(raw)}", flush=True)
-    for name in only:
+    print(f"   RAW  {raw.status:7} {raw.seconds:6.1f} s  {raw.brief()}", flush=True)
+    for name in (w for w in only if w in RUNNERS):
         out = wl.Outcome(name)
         limit = W4_LIMIT if name == "W4" else WORKLOAD_LIMIT
         try:
@@ -305,21 +312,8 @@ async def run_database(
             out.status = "error"
             out.error = f"{type(exc).__name__}: {exc}"[:500]
         results[name] = out.as_dict()
-        print(f"   {name:4} {out.status:7} {out.seconds:6.1f} s  {_brief(out)}", flush=True)
+        print(f"   {name:4} {out.status:7} {out.seconds:6.1f} s  {out.brief()}", flush=True)
     return results
-
-
-def _brief(out: wl.Outcome) -> str:
-    m = out.metrics
-    if out.error:
-        return out.error.splitlines()[0][:160]
-    if out.name == "RAW":
-        return ", ".join(f"{k} {v['rps']:.0f}/s" for k, v in m.items())
-    if out.name == "W1":
-        return f"{m.get('steps_per_second', math.nan):.0f} steps/s"
-    if out.name == "W3":
-        return f"hop mean {m.get('hop_mean_ms', math.nan):.2f} ms"
-    return f"wall {m.get('wall_seconds', math.nan):.2f} s"
 
 
 # --------------------------------------------------------------------------- the table
@@ -548,6 +542,17 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             markdown_table(HEADER, rows),
         ]
+    if report.get("side_by_side"):
+        lines += [
+            "",
+            "### Side by side with the peers (ratio to BullMQ)",
+            "",
+            "Measured in this run, one after another on this machine; see "
+            "[Peers](#peers) for what each row runs.",
+        ]
+        for table in report["side_by_side"]:
+            lines += ["", f"**{table['title']}**", ""]
+            lines.append(markdown_table(table["header"], table["rows"]))
     profile = report.get("profile")
     if profile:
         lines += ["", "### Server profile during W1 (SQLite, py-spy)", ""]
@@ -612,6 +617,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "results": {},
         "tables": {},
     }
+    if args.peers:
+        report["peers"] = {}
     with tempfile.TemporaryDirectory(prefix="baton-bench-") as tmp_name:
         tmp = Path(tmp_name)
         async with handler_process(tmp) as handler:
@@ -619,6 +626,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                 results = await run_database(kind, only, sizes, handler, tmp)
                 report["results"][kind] = results
                 report["tables"][kind] = build_rows(kind, results)
+            if args.peers:
+                report["peers"] = await suite.run_peers(kinds, only, sizes, handler, tmp)
+                tables = compare.side_by_side(report["results"], report["peers"], sizes.__dict__)
+                report["side_by_side"] = [t.as_dict() for t in tables]
             if args.profile and "sqlite" in kinds and "W1" in only:
                 print("\n== profile: W1 on SQLite under py-spy", flush=True)
                 try:
@@ -653,7 +664,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         type=lambda s: [w.strip().upper() for w in s.split(",") if w.strip()],
-        help="comma-separated workloads (W1,W2,W3,W4); RAW always runs",
+        help="comma-separated workloads (W1,W2,W3,W4,J1); RAW always runs",
+    )
+    parser.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also run BullMQ, Celery and DBOS (installed into bench/.peers/ when missing) "
+        "and print the side-by-side tables; make bench sets it, --no-peers skips them",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for iterating")
     parser.add_argument(
@@ -673,6 +691,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.peers:
+        try:
+            install.ensure()
+        except install.InstallError as exc:
+            print(f"error: the peers could not be installed: {exc}", file=sys.stderr)
+            return 1
     with cleanup_on_exit():
         try:
             factory = None
@@ -688,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     for kind, rows in report["tables"].items():
         print(f"\n{'SQLite' if kind == 'sqlite' else 'PostgreSQL'}\n{text_table(HEADER, rows)}")
+    for table in report.get("side_by_side", []):
+        print(f"\n{table['title']}\n{text_table(table['header'], table['rows'])}")
     profile = report.get("profile")
     if profile and "top" in profile:
         print("\nW1 server profile (inclusive, app/ and tortoise/):")
