@@ -547,8 +547,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             "### Side by side with the peers (ratio to BullMQ)",
             "",
-            "Measured in this run, one after another on this machine; see "
-            "[Peers](#peers) for what each row runs.",
+            "Measured in this run, one after another on this machine; what each row "
+            "runs and how faithfully: “Peers” in bench/README.md.",
         ]
         for table in report["side_by_side"]:
             lines += ["", f"**{table['title']}**", ""]
