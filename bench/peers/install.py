@@ -138,7 +138,6 @@ def install_venv(venv: Venv, force: bool = False) -> bool:
     base = getattr(sys, "_base_executable", sys.executable)
     _run([base, "-m", "venv", str(venv.home)], f"{venv.name} peer (venv)")
     pip = [str(venv.python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    _run([*pip, "--upgrade", "pip"], f"{venv.name} peer (pip upgrade)")
     _run([*pip, "-r", str(venv.requirements)], f"{venv.name} peer (pip install)")
     (venv.home / STAMP).write_text(digest + "\n")
     return True
