@@ -34,8 +34,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/.peers
 
+# Baton and its peers (BullMQ, Celery, DBOS) in one run; the peers install into
+# bench/.peers/ on first use. More options: make bench BENCH_ARGS="--no-peers".
+BENCH_ARGS ?=
 bench: $(STAMP)
 	test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	$(BIN)/python -m bench.run --db both
+	$(BIN)/python -m bench.run --db both --peers $(BENCH_ARGS)

@@ -1,11 +1,15 @@
 """Run the benchmark suite.
 
-Usage: ``python -m bench.run [--db sqlite|postgres|both] [--only W1,W3] [--quick]``.
+Usage: ``python -m bench.run [--db sqlite|postgres|both] [--only W1,W3] [--quick] [--peers]``.
 
 Per database, RAW is measured first (Baton's own HTTP client stack straight to
 the handler), then each workload runs against a fresh Baton server on a fresh
-database. Each run prints a table per database, saves markdown and JSON under
-``bench/results/``, and rewrites the last-run section of ``bench/README.md``.
+database. With ``--peers`` (``make bench`` sets it), BullMQ, Celery and DBOS
+run W1 and W3 (BullMQ also J1) next, in the same run, installed first into
+``bench/.peers/`` if they are not there yet. Each run prints a table per
+database and, with the peers, the side-by-side tables (every row as a ratio
+to BullMQ), saves markdown and JSON under ``bench/results/``, and rewrites the
+last-run section of ``bench/README.md``.
 Every child process and every database made here is removed on the way out,
 also on Ctrl-C or SIGTERM.
 """
@@ -16,7 +20,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -25,14 +28,12 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,9 +41,21 @@ from typing import Any
 
 import httpx
 
+from bench import compare
 from bench import workloads as wl
+from bench.peers import install, suite
+from bench.processes import (
+    ROOT,
+    cleanup_on_exit,
+    database,
+    free_port,
+    peak_rss_bytes,
+    spawn,
+    stop,
+    tail,
+)
+from bench.tables import fmt, markdown_table, text_table, verdict
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 README = BENCH / "README.md"
@@ -50,7 +63,6 @@ BEGIN_MARK = "<!-- bench:last-run:begin -->"
 END_MARK = "<!-- bench:last-run:end -->"
 BIN = Path(sys.executable).parent
 
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 #: Each workload gets at most this long (W4 more: it is ten times W2).
 WORKLOAD_LIMIT = 180.0
 W4_LIMIT = 240.0
@@ -58,76 +70,9 @@ W4_LIMIT = 240.0
 START_LIMIT = 60.0
 PROFILE_SECONDS = 10
 
-WORKLOADS = ("W1", "W2", "W3", "W4")
+#: Every workload name ``--only`` takes; Baton runs those in RUNNERS, the peers theirs.
+WORKLOADS = ("W1", "W2", "W3", "W4", "J1")
 MB = 1024 * 1024
-
-
-# --------------------------------------------------------------------------- processes
-
-_children: list[subprocess.Popen[bytes]] = []
-_databases: set[str] = set()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the benchmark process dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the benchmark, which stops them
-            preexec_fn=_die_with_parent,
-        )
-    _children.append(proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM the process (by its id), SIGKILL it if it is still there after ``grace``."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(5)
-    if proc in _children:
-        _children.remove(proc)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def peak_rss_bytes(pid: int) -> int | None:
-    """VmHWM of a live process: its peak resident set size."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def _have(module: str) -> bool:
@@ -216,41 +161,6 @@ async def baton_server(database_url: str, tmp: Path, label: str) -> Any:
     finally:
         await api.aclose()
         stop(proc)
-
-
-# --------------------------------------------------------------------------- databases
-
-
-async def _pg_admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres", timeout=10
-    )
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def database(kind: str, label: str) -> Any:
-    """A fresh database URL (``{data}`` stands for the server's data directory)."""
-    if kind == "sqlite":
-        yield "sqlite://{data}/baton.sqlite3"
-        return
-    name = f"baton_bench_{os.getpid()}_{label.lower()}_{secrets.token_hex(3)}"
-    await _pg_admin(f'CREATE DATABASE "{name}"')
-    _databases.add(name)
-    try:
-        yield f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        await drop_database(name)
-
-
-async def drop_database(name: str) -> None:
-    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _databases.discard(name)
 
 
 # --------------------------------------------------------------------------- profile
@@ -379,8 +289,8 @@ async def run_database(
     results: dict[str, Any] = {}
     raw = await wl.run_bounded(wl.Outcome("RAW"), lambda o: wl.raw(o, handler, sizes), 120)
     results["RAW"] = raw.as_dict()
-    print(f"   RAW  {raw.status:7} {raw.seconds:6.1f} s  {_brief(raw)}", flush=True)
-    for name in only:
+    print(f"   RAW  {raw.status:7} {raw.seconds:6.1f} s  {raw.brief()}", flush=True)
+    for name in (w for w in only if w in RUNNERS):
         out = wl.Outcome(name)
         limit = W4_LIMIT if name == "W4" else WORKLOAD_LIMIT
         try:
@@ -402,35 +312,11 @@ async def run_database(
             out.status = "error"
             out.error = f"{type(exc).__name__}: {exc}"[:500]
         results[name] = out.as_dict()
-        print(f"   {name:4} {out.status:7} {out.seconds:6.1f} s  {_brief(out)}", flush=True)
+        print(f"   {name:4} {out.status:7} {out.seconds:6.1f} s  {out.brief()}", flush=True)
     return results
 
 
-def _brief(out: wl.Outcome) -> str:
-    m = out.metrics
-    if out.error:
-        return out.error.splitlines()[0][:160]
-    if out.name == "RAW":
-        return ", ".join(f"{k} {v['rps']:.0f}/s" for k, v in m.items())
-    if out.name == "W1":
-        return f"{m.get('steps_per_second', math.nan):.0f} steps/s"
-    if out.name == "W3":
-        return f"hop mean {m.get('hop_mean_ms', math.nan):.2f} ms"
-    return f"wall {m.get('wall_seconds', math.nan):.2f} s"
-
-
 # --------------------------------------------------------------------------- the table
-
-
-def _fmt(value: Any, digits: int = 0, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    text = f"{value:,.{digits}f}"
-    return f"{text} {unit}".rstrip()
-
-
-def _verdict(ok: bool | None) -> str:
-    return "—" if ok is None else ("pass" if ok else "**miss**")
 
 
 def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
@@ -449,7 +335,7 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
     ):
         if key in rm:
             m = rm[key]
-            measured = f"{_fmt(m['rps'])} req/s, mean {_fmt(m['mean_ms'], 2, 'ms')}"
+            measured = f"{fmt(m['rps'])} req/s, mean {fmt(m['mean_ms'], 2, 'ms')}"
             rows.append(["RAW", label, measured, "—", "—", "—"])
 
     def failed(name: str, r: dict[str, Any]) -> None:
@@ -473,17 +359,17 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W1",
                 f"{n} diamonds, {m.get('concurrency')} in flight: steps/s",
-                _fmt(sps),
-                f"{_fmt(ratio, 2)} × RAW c64" if ratio else "—",
+                fmt(sps),
+                f"{fmt(ratio, 2)} × RAW c64" if ratio else "—",
                 target,
-                _verdict(ok if w1["status"] == "ok" else False),
+                verdict(ok if w1["status"] == "ok" else False),
             ]
         )
         rows.append(
             [
                 "W1",
                 f"all {n} creates answered after",
-                _fmt(m.get("submit_seconds"), 2, "s"),
+                fmt(m.get("submit_seconds"), 2, "s"),
                 "—",
                 "—",
                 "—",
@@ -493,14 +379,14 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W1",
                 "end-to-end latency p50 / p99",
-                f"{_fmt(m.get('latency_p50_s'), 2)} / {_fmt(m.get('latency_p99_s'), 2)} s",
+                f"{fmt(m.get('latency_p50_s'), 2)} / {fmt(m.get('latency_p99_s'), 2)} s",
                 "—",
                 "—",
                 "—",
             ]
         )
         rows.append(
-            ["W1", "server peak RSS", _fmt(m.get("server_peak_rss_mb"), 0, "MB")] + ["—"] * 3
+            ["W1", "server peak RSS", fmt(m.get("server_peak_rss_mb"), 0, "MB")] + ["—"] * 3
         )
 
     w2 = res.get("W2")
@@ -519,15 +405,15 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W2",
                 f"prepare → {(steps or 2) - 2} parallel → finalize: wall",
-                _fmt(wall, 2, "s"),
-                f"{_fmt(ratio, 1)} × ({steps} ÷ RAW c64 = {_fmt(ideal, 2, 's')})" if ratio else "—",
+                fmt(wall, 2, "s"),
+                f"{fmt(ratio, 1)} × ({steps} ÷ RAW c64 = {fmt(ideal, 2, 's')})" if ratio else "—",
                 "≤ 2 × (steps ÷ RAW c64)",
-                _verdict(ok if w2["status"] == "ok" else False),
+                verdict(ok if w2["status"] == "ok" else False),
             ]
         )
-        rows.append(["W2", "create accepted", _fmt(m.get("accept_seconds"), 2, "s")] + ["—"] * 3)
+        rows.append(["W2", "create accepted", fmt(m.get("accept_seconds"), 2, "s")] + ["—"] * 3)
         rows.append(
-            ["W2", "server peak RSS", _fmt(m.get("server_peak_rss_mb"), 0, "MB")] + ["—"] * 3
+            ["W2", "server peak RSS", fmt(m.get("server_peak_rss_mb"), 0, "MB")] + ["—"] * 3
         )
 
     w3 = res.get("W3")
@@ -542,18 +428,18 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W3",
                 f"chain of {m.get('steps')}: hop mean / p50 / p99",
-                f"{_fmt(mean, 2)} / {_fmt(m.get('hop_p50_ms'), 2)} / "
-                f"{_fmt(m.get('hop_p99_ms'), 2)} ms",
-                f"RAW c1 + {_fmt(over, 2, 'ms')}" if over is not None else "—",
-                f"≤ RAW c1 + 2 ms ({_fmt(c1 + 2 if c1 else None, 2, 'ms')})",
-                _verdict(ok if w3["status"] == "ok" else False),
+                f"{fmt(mean, 2)} / {fmt(m.get('hop_p50_ms'), 2)} / "
+                f"{fmt(m.get('hop_p99_ms'), 2)} ms",
+                f"RAW c1 + {fmt(over, 2, 'ms')}" if over is not None else "—",
+                f"≤ RAW c1 + 2 ms ({fmt(c1 + 2 if c1 else None, 2, 'ms')})",
+                verdict(ok if w3["status"] == "ok" else False),
             ]
         )
         rows.append(
             [
                 "W3",
                 "wall / first hop (create sent → step 1 arrives)",
-                f"{_fmt(m.get('wall_seconds'), 2, 's')} / {_fmt(m.get('first_hop_ms'), 1, 'ms')}",
+                f"{fmt(m.get('wall_seconds'), 2, 's')} / {fmt(m.get('first_hop_ms'), 1, 'ms')}",
             ]
             + ["—"] * 3
         )
@@ -568,10 +454,10 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W4",
                 f"{m.get('steps')} parallel steps: create accepted",
-                _fmt(accept, 2, "s"),
+                fmt(accept, 2, "s"),
                 "—",
                 "< 2 s",
-                _verdict(None if accept is None else accept < 2),
+                verdict(None if accept is None else accept < 2),
             ]
         )
         finished = w4["status"] == "ok"
@@ -579,10 +465,10 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W4",
                 "wall to completion",
-                _fmt(m.get("wall_seconds"), 1, "s") if finished else w4["status"],
+                fmt(m.get("wall_seconds"), 1, "s") if finished else w4["status"],
                 "—",
                 "finished",
-                _verdict(finished),
+                verdict(finished),
             ]
         )
         rss = m.get("server_peak_rss_mb")
@@ -590,10 +476,10 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W4",
                 "server peak RSS",
-                _fmt(rss, 0, "MB"),
+                fmt(rss, 0, "MB"),
                 "—",
                 "< 300 MB",
-                _verdict(None if rss is None else rss < 300),
+                verdict(None if rss is None else rss < 300),
             ]
         )
         per_step = m.get("per_step_ms")
@@ -602,33 +488,16 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             [
                 "W4",
                 "per-step time (wall ÷ steps)",
-                _fmt(per_step, 2, "ms"),
-                f"{_fmt(ratio, 2)} × W2 per-step ({_fmt(w2_per_step, 2, 'ms')})" if ratio else "—",
+                fmt(per_step, 2, "ms"),
+                f"{fmt(ratio, 2)} × W2 per-step ({fmt(w2_per_step, 2, 'ms')})" if ratio else "—",
                 "≤ 1.5 × W2 per-step",
-                _verdict(None if ratio is None else ratio <= 1.5 and finished),
+                verdict(None if ratio is None else ratio <= 1.5 and finished),
             ]
         )
     return rows
 
 
 HEADER = ["workload", "metric", "measured", "vs RAW", "target", "result"]
-
-
-def markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def text_table(rows: list[list[str]]) -> str:
-    cells = [HEADER, *([c.replace("**", "") for c in row] for row in rows)]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(HEADER))]
-    out = []
-    for index, row in enumerate(cells):
-        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if index == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 def load_average() -> str:
@@ -671,8 +540,19 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             f"### {'SQLite' if kind == 'sqlite' else 'PostgreSQL'}",
             "",
-            markdown_table(rows),
+            markdown_table(HEADER, rows),
         ]
+    if report.get("side_by_side"):
+        lines += [
+            "",
+            "### Side by side with the peers (ratio to BullMQ)",
+            "",
+            "Measured in this run, one after another on this machine; what each row "
+            "runs and how faithfully: “Peers” in bench/README.md.",
+        ]
+        for table in report["side_by_side"]:
+            lines += ["", f"**{table['title']}**", ""]
+            lines.append(markdown_table(table["header"], table["rows"]))
     profile = report.get("profile")
     if profile:
         lines += ["", "### Server profile during W1 (SQLite, py-spy)", ""]
@@ -681,7 +561,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         else:
             lines += [
                 f"py-spy sampled the server for {profile['seconds']} s of a separate W1 run "
-                f"({_fmt(profile.get('steps_per_second_under_profiler'))} steps/s under the "
+                f"({fmt(profile.get('steps_per_second_under_profiler'))} steps/s under the "
                 f"profiler): {profile['event_loop_samples']} samples on the event loop thread, "
                 f"{profile['other_thread_samples']} on other threads (the SQLite driver's worker). "
                 "Functions in `app/` and `tortoise/`, by share of the event loop's samples "
@@ -737,6 +617,8 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         "results": {},
         "tables": {},
     }
+    if args.peers:
+        report["peers"] = {}
     with tempfile.TemporaryDirectory(prefix="baton-bench-") as tmp_name:
         tmp = Path(tmp_name)
         async with handler_process(tmp) as handler:
@@ -744,6 +626,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                 results = await run_database(kind, only, sizes, handler, tmp)
                 report["results"][kind] = results
                 report["tables"][kind] = build_rows(kind, results)
+            if args.peers:
+                report["peers"] = await suite.run_peers(kinds, only, sizes, handler, tmp)
+                tables = compare.side_by_side(report["results"], report["peers"], sizes.__dict__)
+                report["side_by_side"] = [t.as_dict() for t in tables]
             if args.profile and "sqlite" in kinds and "W1" in only:
                 print("\n== profile: W1 on SQLite under py-spy", flush=True)
                 try:
@@ -768,33 +654,6 @@ def save(report: dict[str, Any]) -> Path:
     return RESULTS / f"{stamp}.md"
 
 
-@contextlib.contextmanager
-def cleanup_on_exit() -> Iterator[None]:
-    """Whatever happens, stop every child and drop every database made here."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for proc in list(_children):
-            stop(proc, grace=5)
-        if _databases:
-            names = list(_databases)
-
-            async def drop_all() -> None:
-                for name in names:
-                    with contextlib.suppress(Exception):
-                        await drop_database(name)
-
-            with contextlib.suppress(Exception):
-                asyncio.run(drop_all())
-        signal.signal(signal.SIGTERM, previous)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
@@ -805,7 +664,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         type=lambda s: [w.strip().upper() for w in s.split(",") if w.strip()],
-        help="comma-separated workloads (W1,W2,W3,W4); RAW always runs",
+        help="comma-separated workloads (W1,W2,W3,W4,J1); RAW always runs",
+    )
+    parser.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also run BullMQ, Celery and DBOS (installed into bench/.peers/ when missing) "
+        "and print the side-by-side tables; make bench sets it, --no-peers skips them",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for iterating")
     parser.add_argument(
@@ -825,6 +691,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.peers:
+        try:
+            install.ensure()
+        except install.InstallError as exc:
+            print(f"error: the peers could not be installed: {exc}", file=sys.stderr)
+            return 1
     with cleanup_on_exit():
         try:
             factory = None
@@ -839,7 +711,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\ninterrupted; cleaning up", file=sys.stderr)
             return 130
     for kind, rows in report["tables"].items():
-        print(f"\n{'SQLite' if kind == 'sqlite' else 'PostgreSQL'}\n{text_table(rows)}")
+        print(f"\n{'SQLite' if kind == 'sqlite' else 'PostgreSQL'}\n{text_table(HEADER, rows)}")
+    for table in report.get("side_by_side", []):
+        print(f"\n{table['title']}\n{text_table(table['header'], table['rows'])}")
     profile = report.get("profile")
     if profile and "top" in profile:
         print("\nW1 server profile (inclusive, app/ and tortoise/):")

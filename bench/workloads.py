@@ -23,6 +23,7 @@ import orjson
 from app.delivery import CONNECT_TIMEOUT, USER_AGENT
 from app.netguard import NetPolicy, make_transport
 from baton.signing import Signer, generate_secret
+from bench.peers.peer_common import percentile
 
 #: Workflow statuses after which nothing more happens (DESIGN §5).
 TERMINAL = frozenset({"completed", "failed", "cancelled", "compensated", "compensation_failed"})
@@ -41,6 +42,8 @@ class Sizes:
     w4_parallel: int = 10_000
     raw_requests: int = 3000
     raw_seconds: float = 20.0
+    j1_jobs: int = 10_000
+    j1_batch: int = 500
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -51,6 +54,7 @@ class Sizes:
             w4_parallel=2000,
             raw_requests=1000,
             raw_seconds=10.0,
+            j1_jobs=2000,
         )
 
 
@@ -73,6 +77,24 @@ class Outcome:
             "metrics": self.metrics,
         }
 
+    def brief(self) -> str:
+        """One line for the progress log: the error, or the workload's headline figure."""
+        m = self.metrics
+        if self.error:
+            return self.error.splitlines()[0][:160]
+        if self.name == "RAW":
+            return ", ".join(f"{k} {v['rps']:.0f}/s" for k, v in m.items())
+        if self.name == "W1":
+            return f"{m.get('steps_per_second', math.nan):.0f} steps/s"
+        if self.name == "W3":
+            return f"hop mean {m.get('hop_mean_ms', math.nan):.2f} ms"
+        if self.name == "J1":
+            return (
+                f"{m.get('jobs_per_second', math.nan):.0f} jobs/s, claim -> complete "
+                f"p50 {m.get('latency_p50_ms', math.nan):.1f} ms"
+            )
+        return f"wall {m.get('wall_seconds', math.nan):.2f} s"
+
 
 async def run_bounded(
     outcome: Outcome, body: Callable[[Outcome], Awaitable[None]], limit: float
@@ -91,15 +113,6 @@ async def run_bounded(
     finally:
         outcome.seconds = time.perf_counter() - started
     return outcome
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile of ``values`` (p in 0..100); NaN when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def parse_time(value: str) -> float:
@@ -422,7 +435,7 @@ async def w3(out: Outcome, api: BatonApi, handler: Handler, sizes: Sizes) -> Non
     """W3: a chain of N steps; the hop is handler answer of step n -> arrival of step n+1."""
     url = handler.step_url
     n = sizes.w3_chain
-    ids = [f"c{i:04d}" for i in range(n)]
+    ids = chain_ids(n)
     steps = [step(ids[0], url)] + [step(ids[i], url, [ids[i - 1]]) for i in range(1, n)]
     out.metrics["steps"] = n
     await handler.reset()
@@ -432,21 +445,35 @@ async def w3(out: Outcome, api: BatonApi, handler: Handler, sizes: Sizes) -> Non
     if summary["status"] != "completed":
         raise RuntimeError(f"workflow ended {summary['status']}: {summary.get('error')}")
     out.metrics["wall_seconds"] = parse_time(summary["completedAt"]) - sent
+    out.metrics.update(await chain_hops(handler, chain_ids(n), sent))
+
+
+def chain_ids(n: int) -> list[str]:
+    """The step ids of W3's chain, in order (every system's W3 uses them)."""
+    return [f"c{i:04d}" for i in range(n)]
+
+
+async def chain_hops(handler: Handler, ids: list[str], sent: float) -> dict[str, Any]:
+    """W3's hops from the handler's records: arrival of step n+1 - its answer to step n.
+
+    ``sent`` is when the chain was submitted; the first hop is from then to the
+    arrival of the first step.
+    """
     first: dict[str, tuple[float, float]] = {}
     for step_id, arrived, answered in (await handler.stats())["records"]:
         first.setdefault(step_id, (arrived, answered))
     hops = [
         first[ids[i + 1]][0] - first[ids[i]][1]
-        for i in range(n - 1)
+        for i in range(len(ids) - 1)
         if ids[i] in first and ids[i + 1] in first
     ]
     if not hops:
         raise RuntimeError("the handler saw no consecutive steps")
-    out.metrics.update(
-        hops=len(hops),
-        hop_mean_ms=1000 * sum(hops) / len(hops),
-        hop_p50_ms=1000 * percentile(hops, 50),
-        hop_p99_ms=1000 * percentile(hops, 99),
-        hop_max_ms=1000 * max(hops),
-        first_hop_ms=1000 * (first[ids[0]][0] - sent) if ids[0] in first else math.nan,
-    )
+    return {
+        "hops": len(hops),
+        "hop_mean_ms": 1000 * sum(hops) / len(hops),
+        "hop_p50_ms": 1000 * percentile(hops, 50),
+        "hop_p99_ms": 1000 * percentile(hops, 99),
+        "hop_max_ms": 1000 * max(hops),
+        "first_hop_ms": 1000 * (first[ids[0]][0] - sent) if ids[0] in first else math.nan,
+    }
