@@ -202,6 +202,10 @@ class WorkflowDocument(BaseModel):
     context: dict[str, Json]
     saga: bool
     fail_fast: bool
+    previous_steps: Literal["ancestors", "parents"] = Field(
+        description="What step requests' `previousSteps` hold: every transitive ancestor, "
+        "or only the step's direct dependencies."
+    )
     timeout: float
     on_complete: str | None
     on_error: str | None

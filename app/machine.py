@@ -61,6 +61,9 @@ class DeliveryView:
     #: A request is (or may be) on the wire: claimed under a lease, not awaiting a callback.
     in_flight: bool
     awaiting: bool = False
+    #: Who held the row's lease when it was read (None: nobody). A drop of the row is
+    #: conditional on it: a claim committed meanwhile makes the drop miss.
+    lease_owner: str | None = None
 
 
 @dataclass(slots=True)
@@ -104,6 +107,12 @@ class WorkflowState:
     error: dict[str, Any] | None = None
     #: Compensation has been planned for the current failure.
     compensation_started: bool = False
+    #: Steps completed so far; the next completion is number ``completions + 1``.
+    completions: int = 0
+    #: What step requests' ``previousSteps`` hold: ``ancestors`` or ``parents``.
+    previous_steps: str = "ancestors"
+    #: How many times steps were re-opened (settled states cached before are stale).
+    reopened: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +134,12 @@ class NewDelivery:
 
 @dataclass(frozen=True, slots=True)
 class DropDeliveries:
+    """Delete a step's request row — only if it is still as it was read: the same
+    attempt, leased by the same owner (or by nobody)."""
+
     step_id: str
+    attempt: int
+    lease_owner: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +217,6 @@ class Machine:
         *,
         graph: Mapping[str, list[str]],
         now: datetime,
-        seq: Callable[[], int],
         new_run_id: Callable[[], str],
         all_loaded: bool = False,
     ) -> None:
@@ -211,7 +224,6 @@ class Machine:
         self.steps: dict[str, StepState] = dict(steps)
         self.graph = graph
         self.now = now
-        self._seq = seq
         self._new_run_id = new_run_id
         self.all_loaded = all_loaded
         self.effects = Effects()
@@ -485,7 +497,11 @@ class Machine:
         """Move a step to a settled status and queue what follows from it."""
         changes: dict[str, Any] = {"status": status, "completed_at": self.now}
         if status is StepStatus.COMPLETED:
-            changes.update(result=result, error=None, completion_seq=self._seq())
+            # Numbered under the workflow's lock: reverse completion order never
+            # depends on which process settled a step or what its clock said.
+            self.workflow.completions += 1
+            self._workflow(completions=self.workflow.completions)
+            changes.update(result=result, error=None, completion_seq=self.workflow.completions)
             self.event("step.completed", step.step_id, attempt=step.attempts or None)
         elif status is StepStatus.SKIPPED:
             self.event("step.skipped", step.step_id)
@@ -510,8 +526,11 @@ class Machine:
             self._queue.append(Task(TaskKind.PROPAGATE, step.step_id))
 
     def _cancel_step(self, step: StepState, reason: str) -> None:
-        if step.delivery is not None:
-            self.effects.drops.append(DropDeliveries(step.step_id))
+        delivery = step.delivery
+        if delivery is not None:
+            self.effects.drops.append(
+                DropDeliveries(step.step_id, delivery.attempt, delivery.lease_owner)
+            )
             step.delivery = None
         self._settle(
             step,
@@ -681,23 +700,25 @@ class Machine:
         if w.failed_step in targets:
             w.failed_step = None
         w.open_steps += len(settled)
+        w.reopened += 1
         w.end_reason = None
         w.error = None
         w.compensation_started = False
-        reopened = w.status is not WorkflowStatus.RUNNING
+        restarted = w.status is not WorkflowStatus.RUNNING
         w.status = WorkflowStatus.RUNNING
-        if reopened:
+        if restarted:
             # A re-run gets the workflow's whole timeout again.
             self._workflow(deadline_at=self.now + timedelta(seconds=w.timeout))
         self._workflow(
             status=WorkflowStatus.RUNNING,
             failed_step=w.failed_step,
             open_steps=w.open_steps,
+            reopened=w.reopened,
             end_reason=None,
             error=None,
             completed_at=None,
         )
-        if reopened:
+        if restarted:
             self.event("workflow.started", None, retry=True, steps=sorted(targets))
         # Count each reset step's dependencies afresh; one that can never run is cancelled.
         for step_id in sorted(targets, key=lambda t: self.steps[t].position):

@@ -157,7 +157,20 @@ def create_app(
         )
         api.dispatcher = runtime.dispatcher
         runtime.dispatcher.start()
-        sweeper = Sweeper(runtime.store, wake=runtime.wake, retention_days=settings.retention_days)
+        # Say this process is alive; on SQLite any lease left is a dead predecessor's
+        # (only one process may serve the file): its requests are sent again now.
+        await runtime.store.announce()
+        if settings.is_sqlite:
+            taken = await runtime.store.take_over_predecessors()
+            if taken:
+                log.warning("took back %d deliveries a stopped server left in flight", taken)
+                runtime.wake()
+        sweeper = Sweeper(
+            runtime.store,
+            wake=runtime.wake,
+            retention_days=settings.retention_days,
+            shared=not settings.is_sqlite,
+        )
         sweeper.start()
         wakeups = None if settings.is_sqlite else PgWakeups(settings.database_url, runtime.wake)
         if wakeups is not None:
@@ -180,6 +193,10 @@ def create_app(
                 await wakeups.stop()
             await sweeper.stop()
             await runtime.dispatcher.stop(grace=settings.shutdown_grace)
+            try:
+                await runtime.store.retire()
+            except Exception as exc:
+                log.warning("could not remove this process's liveness row: %s", exc)
             await deliverer.aclose()
             await close_database()
             process_lock.release()

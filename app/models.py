@@ -44,6 +44,15 @@ class Workflow(Model):
     end_reason = fields.CharField(max_length=24, null=True)
     #: Saga compensation has been planned for the current failure.
     compensation_started = fields.BooleanField(default=False)
+    #: Steps completed so far: each completion takes the next number as its step's
+    #: ``completion_seq``, under the workflow's row lock (an order the database gives,
+    #: whatever the clocks of the processes say).
+    completions = fields.BigIntField(default=0, db_default=0)
+    #: How many times steps were re-opened (a retry): states of settled steps cached
+    #: by a process before the last re-open are stale.
+    reopened = fields.IntField(default=0, db_default=0)
+    #: What ``previousSteps`` holds in step requests: ``ancestors`` or ``parents``.
+    previous_steps = fields.CharField(max_length=16, default="ancestors", db_default="ancestors")
 
     class Meta:
         table = "workflows"
@@ -77,7 +86,8 @@ class Step(Model):
     continue_on_failure = fields.BooleanField(default=False)
     started_at = fields.DatetimeField(null=True)
     completed_at = fields.DatetimeField(null=True)
-    #: Orders completions for saga compensation (reverse completion order).
+    #: Orders completions for saga compensation (reverse completion order): the
+    #: workflow's ``completions`` counter when the step completed.
     completion_seq = fields.BigIntField(null=True)
     result: Any = fields.JSONField(null=True)
     error: Any = fields.JSONField(null=True)
@@ -110,7 +120,7 @@ class Delivery(Model):
     message_id = fields.CharField(max_length=96)
     due_at = fields.FloatField()
     #: Whether this attempt has been claimed before (a re-claim is a lease take-over).
-    started = fields.BooleanField(default=False)
+    claimed = fields.BooleanField(default=False)
     #: An async step waiting for its callback, ``due_at`` then being its deadline.
     awaiting = fields.BooleanField(default=False)
     lease_owner = fields.CharField(max_length=64, null=True)
@@ -173,6 +183,23 @@ class Event(Model):
     class Meta:
         table = "events"
         indexes = (("workflow_id", "id"),)
+
+
+class Server(Model):
+    """A live server process: renewed every few seconds while it runs.
+
+    A process whose row stops being renewed is dead: another takes back the
+    deliveries it had leased at once, rather than waiting for each lease to run out.
+    """
+
+    #: The process's lease owner name (``Store.owner``).
+    owner = fields.CharField(primary_key=True, max_length=64)
+    started_at = fields.DatetimeField()
+    #: When the process last said it is alive (the database's clock).
+    seen_at = fields.DatetimeField()
+
+    class Meta:
+        table = "servers"
 
 
 class ApiKey(Model):

@@ -181,6 +181,9 @@ class WorkflowCreate(BaseModel):
     timeout: float = Field(default=86400.0, gt=0, le=2678400, allow_inf_nan=False)
     saga: bool = False
     fail_fast: bool = True
+    #: What ``previousSteps`` holds in step requests: every transitive ancestor, or
+    #: only the step's direct dependencies (for long chains).
+    previous_steps: Literal["ancestors", "parents"] = "ancestors"
 
 
 # ------------------------------------------------------------------------- parsing

@@ -1,4 +1,4 @@
-"""Periodic sweeps (APScheduler): enforce workflow deadlines.
+"""Periodic sweeps (APScheduler): liveness, workflow deadlines, purging.
 
 The scheduler holds no workflow state: every tick reads the database, so the
 sweep is safe to run in every process at once (each expiry is a conditional
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from app.store import Store
+from app.store.liveness import DEAD_AFTER, LIVENESS_INTERVAL
 
 log = logging.getLogger("baton.sweeper")
 
@@ -32,43 +33,63 @@ class Sweeper:
         wake: Callable[[], None],
         interval: float = SWEEP_INTERVAL_SECONDS,
         retention_days: float | None = None,
+        shared: bool = False,
     ) -> None:
         self.store = store
+        #: Several processes may share the database (PostgreSQL): watch their liveness.
+        self.shared = shared
         self.wake = wake
         self.interval = interval
         self.retention_days = retention_days
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._busy = asyncio.Lock()
+        self._liveness = asyncio.Lock()
 
     def start(self) -> None:
+        self._every(LIVENESS_INTERVAL, self.keep_alive, "liveness")
+        self._every(self.interval, self.expire_workflows, "expire-workflows")
+        if self.retention_days is not None:
+            self._every(PURGE_INTERVAL_SECONDS, self.purge, "purge-finished")
+        self._scheduler.start()
+
+    def _every(self, seconds: float, job: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run ``job`` every ``seconds``; a tick is skipped while the last one runs."""
         self._scheduler.add_job(
-            self.expire_workflows,
+            job,
             "interval",
-            seconds=self.interval,
-            id="expire-workflows",
+            seconds=seconds,
+            id=name,
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
         )
-        if self.retention_days is not None:
-            self._scheduler.add_job(
-                self.purge,
-                "interval",
-                seconds=PURGE_INTERVAL_SECONDS,
-                id="purge-finished",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-            )
-        self._scheduler.start()
 
     async def stop(self) -> None:
         # Pause first so no tick starts, then let a running tick finish: shutting the
         # scheduler down cancels running jobs, and a job cancelled inside a database
         # transaction can leak the SQLite connection lock.
         self._scheduler.pause()
-        async with self._busy:
+        async with self._busy, self._liveness:
             self._scheduler.shutdown(wait=False)
+
+    async def keep_alive(self) -> None:
+        """Renew this process's liveness row; on PostgreSQL, take back the leases of
+        processes that stopped renewing theirs."""
+        async with self._liveness:
+            try:
+                await self.store.announce()
+                if self.shared:
+                    taken = await self.store.take_back_from_the_dead()
+                    if taken:
+                        log.warning(
+                            "took back %d deliveries from server processes that stopped "
+                            "renewing their liveness (dead for over %g s)",
+                            taken,
+                            DEAD_AFTER,
+                        )
+                        self.wake()
+            except Exception as exc:
+                log.warning("renewing liveness failed (%s); trying again", exc)
 
     async def expire_workflows(self) -> None:
         async with self._busy:

@@ -14,11 +14,11 @@ from tortoise.transactions import in_transaction
 from app.engine import TERMINAL_WORKFLOW_STATUSES, WorkflowStatus
 from app.errors import Conflict, NotFound
 from app.machine import ActionRefused, Machine
-from app.models import Delivery, Workflow
+from app.models import Workflow
 from app.store.reading import load_status_document
 from app.store.rows import utcnow
 from app.store.session import StoreCore
-from app.store.sql import retry_transaction
+from app.store.sql import Where, column, fetch, retry_transaction, supports_for_update
 from app.tenants import public_id
 
 
@@ -83,27 +83,27 @@ class Actions(StoreCore):
 
         Steps, deliveries, attempts and events go with them (foreign keys cascade). A
         workflow that still owes a callback is kept until the callback is settled.
+        The workflows are locked first (skipping any another transaction holds: a
+        retry re-opening one, say) and deleted only if they are still finished.
         """
-        candidates = await (
-            Workflow.filter(status__in=list(TERMINAL_WORKFLOW_STATUSES), completed_at__lt=before)
-            .order_by("completed_at")
-            .limit(limit)
-            .values_list("id", flat=True)
-        )
-        if not candidates:
-            return 0
-        owing = set(
-            await Delivery.filter(workflow_id__in=list(candidates)).values_list(
-                "workflow_id", flat=True
-            )
-        )
-        ids = [i for i in candidates if i not in owing]
-        if not ids:
-            return 0
         async with in_transaction():
-            doomed = await Workflow.filter(
-                id__in=ids, status__in=list(TERMINAL_WORKFLOW_STATUSES)
-            ).values_list("id", flat=True)
-            # The driver's row count includes cascaded rows on some databases: count ids.
-            await Workflow.filter(id__in=list(doomed)).delete()
+            terminal = [str(status) for status in TERMINAL_WORKFLOW_STATUSES]
+            where = (
+                Where(Workflow)
+                .isin("status", terminal)
+                .lt("completed_at", before)
+                .raw(
+                    'NOT EXISTS (SELECT 1 FROM "deliveries" AS d'
+                    ' WHERE d."workflow_id" = "workflows"."id")'
+                )
+            )
+            suffix = f" ORDER BY {column(Workflow, 'completed_at')} LIMIT {int(limit)}"
+            if supports_for_update():
+                suffix += " FOR UPDATE SKIP LOCKED"
+            doomed = [row.id for row in await fetch(Workflow, ("id",), where, suffix)]
+            if not doomed:
+                return 0
+            # Still finished, under the lock (the driver's row count includes cascaded
+            # rows on some databases: the ids are counted instead).
+            await Workflow.filter(id__in=doomed, status__in=terminal).delete()
         return len(doomed)

@@ -30,7 +30,7 @@ from app.engine import (
 from app.machine import CompensationStatus
 from app.models import Delivery, Step, Workflow
 from app.store.rows import STEP_STATE_COLUMNS, WORKFLOW_STATE_COLUMNS, step_request, step_state
-from app.store.session import StoreCore, Tx
+from app.store.session import Ancestry, StoreCore, Tx
 from app.store.sql import Where, fetch, update_many
 from app.store.work import OutboundRequest
 
@@ -64,7 +64,7 @@ class Claiming(StoreCore):
                 return []
             ids = [r.id for r in rows]
             await Delivery.filter(id__in=ids).update(
-                lease_owner=self.owner, lease_until=now + lease_seconds, started=True
+                lease_owner=self.owner, lease_until=now + lease_seconds, claimed=True
             )
             tx = Tx()
             requests = await self._describe(rows, tx)
@@ -74,7 +74,7 @@ class Claiming(StoreCore):
             if tx.expired:
                 # Those rows were leased a moment ago by this very claim: not in flight.
                 await Delivery.filter(id__in=tx.skipped).update(
-                    lease_owner=None, lease_until=None, started=False
+                    lease_owner=None, lease_until=None, claimed=False
                 )
             for workflow_id in tx.expired:
                 session = await self._session(workflow_id, None)
@@ -103,7 +103,12 @@ class Claiming(StoreCore):
                 Step, STEP_STATE_COLUMNS, Where(Step).groups("workflow_id", "step_id", by_workflow)
             ):
                 step_rows[(s.workflow_id, s.step_id)] = s
-            found = await self._ancestry([(w, ids, None) for w, ids in by_workflow.items()])
+            found = await self._ancestry(
+                [
+                    Ancestry(w, ids, None, workflows[w].previous_steps, workflows[w].reopened)
+                    for w, ids in by_workflow.items()
+                ]
+            )
             for owner_id, (lines, known) in found.items():
                 states[owner_id] = known
                 ancestry.update({(owner_id, sid): line for sid, line in lines.items()})
@@ -124,7 +129,7 @@ class Claiming(StoreCore):
                 tx.skipped.append(row.id)
                 continue
             sending.append(row)
-            if row.started or kind in CALLBACK_KINDS:
+            if row.claimed or kind in CALLBACK_KINDS:
                 continue
             step = step_rows[(wf_id, row.step_id or "")]
             where: Mapping[str, Any] = {"workflow_id": wf_id, "step_id": step.step_id}
@@ -141,7 +146,7 @@ class Claiming(StoreCore):
                 starts.append((where, {}, {"compensation_status": CompensationStatus.RUNNING}))
         # Attempts start: one statement for the batch; a step whose status moved on
         # meanwhile is not matched, and gets no step.started event.
-        started = set(await update_many(Step, starts)) if starts else set()
+        started = set(await update_many(Step, starts, partial=True)) if starts else set()
         for where, _, changes in starts:
             started_key = (where["workflow_id"], where["step_id"])
             if "attempts" in changes and started_key in started:
@@ -154,7 +159,7 @@ class Claiming(StoreCore):
             wf_id = row.workflow_id  # type: ignore[attr-defined]
             workflow = workflows[wf_id]
             kind = DeliveryKind(row.kind)
-            takeover = row.started
+            takeover = row.claimed
             if kind in CALLBACK_KINDS:
                 requests.append(
                     OutboundRequest(

@@ -14,7 +14,6 @@ the same body answers the stored workflow, with another body ``Conflict``.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,7 +33,7 @@ from app.store.graphs import Graph
 from app.store.reading import load_status_document
 from app.store.render import status_document
 from app.store.rows import new_run_id, new_workflow_id, step_state, utcnow, workflow_state
-from app.store.session import StoreCore, Writes
+from app.store.session import StepGuard, StoreCore, Writes
 from app.store.sql import insert_many
 from app.store.work import Handoff, OutboundRequest
 from app.tenants import (
@@ -186,6 +185,9 @@ class Creating(StoreCore):
             failed_step=None,
             end_reason=None,
             compensation_started=False,
+            completions=0,
+            previous_steps=spec.previous_steps,
+            reopened=0,
         )
         rows = [
             SimpleNamespace(
@@ -224,14 +226,14 @@ class Creating(StoreCore):
             {r.step_id: step_state(r, None) for r in rows},
             graph=deps,
             now=now,
-            seq=time.time_ns,
             new_run_id=new_run_id,
             all_loaded=True,
         )
         machine.start()
         assert machine.run() is None  # every step is in memory
         collected = len(writes.steps)
-        self._collect(machine, {r.step_id: str(r.status) for r in rows}, create.budget, writes)
+        loaded = {r.step_id: StepGuard(str(r.status), r.attempts, r.run_id) for r in rows}
+        self._collect(machine, loaded, create.budget, writes)
         by_id = {r.step_id: r for r in rows}
         for (_, step_id), _, changes in writes.steps[collected:]:
             for name, value in changes.items():

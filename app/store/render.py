@@ -50,6 +50,7 @@ def status_document(
         "context": w.context,
         "saga": w.saga,
         "failFast": w.fail_fast,
+        "previousSteps": w.previous_steps,
         "timeout": w.timeout,
         "onComplete": w.on_complete,
         "onError": w.on_error,

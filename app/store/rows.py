@@ -93,6 +93,9 @@ WORKFLOW_STATE_COLUMNS = (
     "error",
     "compensation_started",
     "deadline_at",
+    "completions",
+    "previous_steps",
+    "reopened",
 )
 DELIVERY_VIEW_COLUMNS = ("workflow_id", "step_id", "kind", "attempt", "lease_owner", "awaiting")
 
@@ -114,6 +117,9 @@ def workflow_state(w: Workflow | SimpleNamespace) -> WorkflowState:
         on_error=w.on_error,
         error=w.error,
         compensation_started=w.compensation_started,
+        completions=w.completions,
+        previous_steps=w.previous_steps,
+        reopened=w.reopened,
     )
 
 
@@ -127,6 +133,7 @@ def step_state(
             attempt=delivery.attempt,
             in_flight=delivery.lease_owner is not None and not delivery.awaiting,
             awaiting=delivery.awaiting,
+            lease_owner=delivery.lease_owner,
         )
     return StepState(
         step_id=row.step_id,

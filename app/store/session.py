@@ -20,16 +20,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
-from tortoise.expressions import Q
+import orjson
 
 from app import dag
-from app.engine import TERMINAL_WORKFLOW_STATUSES, DeliveryKind, previous_steps
-from app.errors import TransitionRejected
+from app.engine import (
+    SETTLED_STEP_STATUSES,
+    TERMINAL_WORKFLOW_STATUSES,
+    DeliveryKind,
+    previous_steps,
+)
 from app.machine import Effects, Machine, NewEvent, StepState
 from app.models import Delivery, Event, Step, Workflow
-from app.store.graphs import GraphCache
+from app.store.graphs import Graph, GraphCache
 from app.store.rows import (
     DELIVERY_VIEW_COLUMNS,
     STEP_STATE_COLUMNS,
@@ -44,6 +48,7 @@ from app.store.rows import (
 )
 from app.store.sql import (
     Where,
+    delete_many,
     fetch,
     insert_many,
     insert_returning,
@@ -56,14 +61,26 @@ from app.store.work import Handoff
 log = logging.getLogger("baton.store")
 
 
+class StepGuard(NamedTuple):
+    """What a step row held when it was read: a write to it is conditional on all of it."""
+
+    status: str
+    attempts: int
+    run_id: str
+
+
+#: A delivery row to delete if it still holds the attempt it was read with: (id, attempt).
+Finished = tuple[int, int]
+
+
 @dataclass(slots=True)
 class Session:
-    """A machine over one locked workflow, and the status each loaded step had."""
+    """A machine over one locked workflow, and what each loaded step held when read."""
 
     machine: Machine
-    loaded: dict[str, str]
+    loaded: dict[str, StepGuard]
     #: Delivery rows whose answers were settled, deleted together when the session ends.
-    finished: list[int] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -75,11 +92,11 @@ class Writes:
     """
 
     #: Delivery rows whose answers were settled.
-    finished: list[int] = field(default_factory=list)
-    #: (workflow, step) whose step request row is dropped.
-    drops: list[tuple[str, str]] = field(default_factory=list)
-    #: ((workflow, step), the status it was loaded with, fields to write).
-    steps: list[tuple[tuple[str, str], str, dict[str, Any]]] = field(default_factory=list)
+    finished: list[Finished] = field(default_factory=list)
+    #: (workflow, step, attempt, lease owner): step request rows to drop, as they were read.
+    drops: list[tuple[str, str, int, str | None]] = field(default_factory=list)
+    #: ((workflow, step), what it held when loaded, fields to write).
+    steps: list[tuple[tuple[str, str], StepGuard, dict[str, Any]]] = field(default_factory=list)
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -112,6 +129,24 @@ class Tx:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Ancestry:
+    """A question to ``_ancestry``: what ``previousSteps`` holds for these steps."""
+
+    workflow_id: str
+    step_ids: Sequence[str]
+    #: States the caller holds already (a machine's loaded steps).
+    known: Mapping[str, StepState] | None
+    #: The workflow's ``previousSteps`` mode: ``ancestors`` or ``parents``.
+    mode: str
+    #: The workflow's ``reopened`` count (which cached states are still good).
+    reopened: int
+
+
+#: Per step, the step ids its previousSteps holds; and their states.
+AncestryAnswer = tuple[dict[str, list[str]], dict[str, dict[str, Any]]]
+
+
 class StoreCore:
     """What every part of the store shares: this process's identity, its graph cache,
     its event tally, and the session machinery."""
@@ -137,7 +172,7 @@ class StoreCore:
             Where(Workflow).isin("id", sorted(wanted)),
             " ORDER BY id FOR UPDATE" if supports_for_update() else "",
         )
-        loaded: dict[str, dict[str, str]] = {w.id: {} for w in workflows}
+        loaded: dict[str, dict[str, StepGuard]] = {w.id: {} for w in workflows}
         states = await self._load_many({w.id: (loaded[w.id], wanted[w.id]) for w in workflows})
         now = utcnow()
         sessions: dict[str, Session] = {}
@@ -147,7 +182,6 @@ class StoreCore:
                 states.get(workflow.id, {}),
                 graph=(await self.graphs.get(workflow.id)).depends_on,
                 now=now,
-                seq=time.time_ns,
                 new_run_id=new_run_id,
                 all_loaded=wanted[workflow.id] is None,
             )
@@ -155,11 +189,11 @@ class StoreCore:
         return sessions
 
     async def _load_many(
-        self, wanted: Mapping[str, tuple[dict[str, str], Iterable[str] | None]]
+        self, wanted: Mapping[str, tuple[dict[str, StepGuard], Iterable[str] | None]]
     ) -> dict[str, dict[str, StepState]]:
         """Steps of several workflows (given ids, or all with None) with their step
         requests, in one query per table; steps already in ``loaded`` are skipped, and
-        each one read is added there with the status it had."""
+        each one read is added there with what it held."""
         groups: dict[str, list[str] | None] = {}
         for workflow_id, (loaded, step_ids) in wanted.items():
             if step_ids is None:
@@ -185,7 +219,7 @@ class StoreCore:
             loaded = wanted[workflow_id][0]
             if row.step_id in loaded:
                 continue
-            loaded[row.step_id] = row.status
+            loaded[row.step_id] = StepGuard(row.status, row.attempts, row.run_id)
             found.setdefault(workflow_id, {})[row.step_id] = step_state(
                 row, step_requests.get((workflow_id, row.step_id))
             )
@@ -194,8 +228,8 @@ class StoreCore:
     async def _run(
         self,
         machine: Machine,
-        loaded: dict[str, str],
-        finished: Sequence[int] = (),
+        loaded: dict[str, StepGuard],
+        finished: Sequence[Finished] = (),
         budget: Handoff | None = None,
     ) -> list[dict[str, Any]]:
         """Run one machine to the end, loading what it asks for, then write its effects."""
@@ -245,7 +279,7 @@ class StoreCore:
     def _collect(
         self,
         machine: Machine,
-        loaded: dict[str, str],
+        loaded: dict[str, StepGuard],
         budget: Handoff | None,
         writes: Writes,
     ) -> list[dict[str, Any]]:
@@ -266,16 +300,23 @@ class StoreCore:
             budget.remaining -= len(handed)
         for step_id, changes in effects.steps.items():
             fields = {k: (json_value(v) if k == "result" else v) for k, v in changes.items()}
-            writes.steps.append(((workflow_id, step_id), loaded[step_id], fields))
-            if "status" in changes:
-                loaded[step_id] = str(changes["status"])
+            guard = loaded[step_id]
+            writes.steps.append(((workflow_id, step_id), guard, fields))
+            # A later write in the same transaction expects what this one leaves.
+            loaded[step_id] = StepGuard(
+                str(changes.get("status", guard.status)),
+                changes.get("attempts", guard.attempts),
+                changes.get("run_id", guard.run_id),
+            )
         if effects.workflow:
             fields = dict(effects.workflow)
             if "status" in fields and fields["status"] in TERMINAL_WORKFLOW_STATUSES:
                 fields.setdefault("completed_at", machine.now)
             fields["compensation_started"] = machine.workflow.compensation_started
             writes.workflows.setdefault(workflow_id, {}).update(fields)
-        writes.drops.extend((workflow_id, d.step_id) for d in effects.drops)
+        writes.drops.extend(
+            (workflow_id, d.step_id, d.attempt, d.lease_owner) for d in effects.drops
+        )
         now = time.time()
         handed_set = set(handed)
         rows = []
@@ -291,7 +332,7 @@ class StoreCore:
                     "due_at": now,
                     "url": d.url,
                     "payload": d.payload,
-                    "started": mine,
+                    "claimed": mine,
                     "awaiting": False,
                     "lease_owner": self.owner if mine else None,
                     "lease_until": now + budget.lease_seconds if mine and budget else None,
@@ -321,30 +362,31 @@ class StoreCore:
 
     async def _write(self, writes: Writes) -> None:
         """Write what ``_collect`` gathered: a few statements for any number of workflows."""
+        # Every write carries what it expects; one that misses means the row moved on
+        # since it was read (TransitionRejected: the transaction runs again).
         if writes.finished:
-            await Delivery.filter(id__in=writes.finished).delete()
+            await delete_many(
+                Delivery, [({"id": i}, {"attempt": attempt}) for i, attempt in writes.finished]
+            )
         if writes.drops:
-            by_workflow: dict[str, list[str]] = {}
-            for workflow_id, step_id in writes.drops:
-                by_workflow.setdefault(workflow_id, []).append(step_id)
-            await Delivery.filter(
-                Q(
-                    *(Q(workflow_id=w, step_id__in=s) for w, s in by_workflow.items()),
-                    join_type="OR",
-                ),
-                kind=DeliveryKind.STEP,
-            ).delete()
-        if writes.steps:
-            matched = await update_many(
-                Step,
+            await delete_many(
+                Delivery,
                 [
-                    ({"workflow_id": w, "step_id": s}, {"status": expected}, fields)
-                    for (w, s), expected, fields in writes.steps
+                    (
+                        {"workflow_id": w, "step_id": s, "kind": DeliveryKind.STEP},
+                        {"attempt": attempt, "lease_owner": owner},
+                    )
+                    for w, s, attempt, owner in writes.drops
                 ],
             )
-            if len(matched) != len(writes.steps):
-                moved = len(writes.steps) - len(matched)
-                raise TransitionRejected(f"{moved} of {len(writes.steps)} steps changed under us")
+        if writes.steps:
+            await update_many(
+                Step,
+                [
+                    ({"workflow_id": w, "step_id": s}, guard._asdict(), fields)
+                    for (w, s), guard, fields in writes.steps
+                ],
+            )
         if writes.workflows:
             await update_many(
                 Workflow, [({"id": w}, {}, fields) for w, fields in writes.workflows.items()]
@@ -374,7 +416,14 @@ class StoreCore:
     ) -> None:
         """Jobs for step requests this transaction claimed as it made them due, each
         added to the budget it was claimed in."""
-        lines = await self._ancestry([(m.workflow.id, steps, m.steps) for m, steps, _, _ in handed])
+        lines = await self._ancestry(
+            [
+                Ancestry(
+                    m.workflow.id, steps, m.steps, m.workflow.previous_steps, m.workflow.reopened
+                )
+                for m, steps, _, _ in handed
+            ]
+        )
         for machine, step_ids, due_at, budget in handed:
             workflow_id = machine.workflow.id
             ancestry, states = lines[workflow_id]
@@ -394,49 +443,77 @@ class StoreCore:
                     )
                 )
 
-    async def _ancestry(
-        self, asked: Sequence[tuple[str, Sequence[str], Mapping[str, StepState] | None]]
-    ) -> dict[str, tuple[dict[str, list[str]], dict[str, dict[str, Any]]]]:
-        """Per workflow: each step's transitive ancestors, and those ancestors' states.
+    async def _ancestry(self, asked: Sequence[Ancestry]) -> dict[str, AncestryAnswer]:
+        """Per workflow: the steps each step's ``previousSteps`` holds — its transitive
+        ancestors, or with ``parents`` only its direct dependencies — and their states.
 
-        One query for every workflow asked about. States the caller already holds
-        (``known``, a machine's loaded steps) are used as they are, not read again.
+        States the caller already holds (a machine's loaded steps) are used as they
+        are; settled ones this process read before come from the graph cache; the rest
+        are read in one query for every workflow asked about.
         """
-        answer: dict[str, tuple[dict[str, list[str]], dict[str, dict[str, Any]]]] = {}
+        answer: dict[str, AncestryAnswer] = {}
         missing: dict[str, list[str]] = {}
-        for workflow_id, step_ids, known in asked:
-            entry = await self.graphs.get(workflow_id)
-            ancestry = {s: dag.ancestors(s, entry.depends_on, entry.positions) for s in step_ids}
-            known = known or {}
-            wanted = {a for line in ancestry.values() for a in line}
-            states: dict[str, dict[str, Any]] = {}
-            for step_id in wanted & set(known):
-                step = known[step_id]
-                states[step_id] = {
-                    "status": step.status.value,
-                    "result": step.result,
-                    "error": step.error,
+        graphs: dict[str, Graph] = {}
+        for ask in asked:
+            entry = graphs[ask.workflow_id] = await self.graphs.get(ask.workflow_id)
+            if ask.mode == "parents":
+                lines = {s: list(entry.depends_on[s]) for s in ask.step_ids}
+            else:
+                lines = {
+                    s: dag.ancestors(s, entry.depends_on, entry.positions) for s in ask.step_ids
                 }
-            if wanted - set(known):
-                missing[workflow_id] = sorted(wanted - set(known))
-            answer[workflow_id] = (ancestry, states)
+            known = ask.known or {}
+            cached = self.graphs.settled(entry, ask.reopened)
+            states: dict[str, dict[str, Any]] = {}
+            unread: set[str] = set()
+            for line in lines.values():
+                for step_id in line:
+                    if step_id in states:
+                        continue
+                    step = known.get(step_id)
+                    if step is not None:
+                        states[step_id] = {
+                            "status": step.status.value,
+                            "result": step.result,
+                            "error": step.error,
+                        }
+                    elif step_id in cached:
+                        states[step_id] = cached[step_id]
+                    else:
+                        unread.add(step_id)
+            if unread:
+                missing[ask.workflow_id] = sorted(unread)
+            answer[ask.workflow_id] = (lines, states)
         if missing:
             for row in await fetch(
                 Step,
                 ("workflow_id", "step_id", "status", "result", "error"),
                 Where(Step).groups("workflow_id", "step_id", missing),
+                raw=("result", "error"),
             ):
-                answer[row.workflow_id][1][row.step_id] = {
-                    "status": row.status,
-                    "result": row.result,
-                    "error": row.error,
-                }
+                result, result_size = _json_column(row.result)
+                error, error_size = _json_column(row.error)
+                state = {"status": row.status, "result": result, "error": error}
+                answer[row.workflow_id][1][row.step_id] = state
+                if row.status in SETTLED_STEP_STATUSES:
+                    self.graphs.keep_settled(
+                        graphs[row.workflow_id], row.step_id, state, result_size + error_size
+                    )
         return answer
 
     async def _flush(self, tx: Tx) -> None:
         if tx.events:
             self.event_tally.update(e["type"] for e in tx.events)
             await insert_many(Event, tx.events)
+
+
+def _json_column(value: Any) -> tuple[Any, int]:
+    """A JSON column read raw: its value, and the length of its JSON text."""
+    if value is None:
+        return None, 0
+    if isinstance(value, str | bytes):
+        return orjson.loads(value), len(value)
+    return value, len(orjson.dumps(value))
 
 
 #: Events worth a line at info level; every other event is logged at debug.

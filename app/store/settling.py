@@ -10,7 +10,7 @@ another road.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ from app.errors import Conflict, Gone, NotFound
 from app.models import Attempt, Delivery, Event, Step
 from app.store.rows import Row, attempt_row, utcnow
 from app.store.session import Session, StoreCore, Writes, log_event
-from app.store.sql import Where, fetch, insert_many, retry_transaction
+from app.store.sql import Where, delete_many, fetch, insert_many, retry_transaction, update_many
 from app.store.work import Handoff, OutboundRequest, Report, SettleSummary
 from app.tokens import CallbackClaim
 
@@ -59,29 +59,35 @@ class Settling(StoreCore):
             writes = Writes()
             created: list[dict[str, Any]] = []
             async with in_transaction():
-                ids = [r.request.delivery_id for r in ordered]
+                # Lock first, then read: the workflows of the batch (in id order), and
+                # only then their delivery rows, so a row read here cannot be changed by
+                # another settle, callback or action before this transaction ends.
+                sessions = await self._sessions(await self._wanted(ordered))
                 deliveries = {
                     d.id: d
                     for d in await fetch(
                         Delivery,
                         ("id", "workflow_id", "step_id", "attempt"),
-                        Where(Delivery).isin("id", ids),
+                        Where(Delivery).isin("id", [r.request.delivery_id for r in ordered]),
                     )
                 }
-                by_workflow: dict[str, list[tuple[Report, Row]]] = {}
+                answered: dict[str, Session] = {}
                 for report in ordered:
                     request = report.request
                     # The delivery must still be ours, for this attempt: a process whose
-                    # lease ran out may answer after another took the row over.
+                    # lease ran out may answer after another took the row over, and a
+                    # callback may have rescheduled the row as the next attempt.
                     delivery = deliveries.get(request.delivery_id)
+                    session = sessions.get(request.workflow_id)
                     if delivery is None or delivery.attempt != request.attempt:
                         continue
                     if request.kind in CALLBACK_KINDS:
                         await self._settle_callback(request, report.result, delivery, rand)
-                    else:
-                        by_workflow.setdefault(request.workflow_id, []).append((report, delivery))
-                if by_workflow:
-                    created = await self._settle_workflows(by_workflow, rand, budget, writes)
+                    elif session is not None:
+                        await self._settle_answer(report, delivery, session, rand)
+                        answered[request.workflow_id] = session
+                if answered:
+                    created = await self._run_all(list(answered.values()), budget, writes)
                 await self._write(writes)
                 await insert_many(Attempt, [attempt_row(r) for r in ordered])
             return created
@@ -93,68 +99,58 @@ class Settling(StoreCore):
         summary.due_now = sum(1 for d in created if d["due_at"] <= now and d["lease_owner"] is None)
         return summary
 
-    async def _settle_workflows(
-        self,
-        items: Mapping[str, list[tuple[Report, Row]]],
-        rand: Any,
-        budget: Handoff,
-        writes: Writes,
-    ) -> list[dict[str, Any]]:
-        """Every answer in the batch, one machine session per workflow.
-
-        The answered steps are loaded with their direct dependents (known from the
-        cached graph), which is all a completion usually touches, for every workflow
-        of the batch at once.
-        """
+    async def _wanted(self, reports: Sequence[Report]) -> dict[str, set[str]]:
+        """The steps each workflow of the batch needs loaded: the answered steps and their
+        direct dependents (known from the cached graph), which is all a completion
+        usually touches. Callbacks need their workflow locked, no step."""
         wanted: dict[str, set[str]] = {}
-        for workflow_id, answers in items.items():
-            dependents = (await self.graphs.get(workflow_id)).dependents
-            mine = wanted.setdefault(workflow_id, set())
-            for report, _ in answers:
-                step_id = report.request.step_id or ""
-                mine.add(step_id)
-                mine.update(dependents.get(step_id, ()))
-        sessions = await self._sessions(wanted)
-        for workflow_id, answers in items.items():
-            session = sessions.get(workflow_id)
-            if session is None:  # the workflow was purged
-                writes.finished.extend(d.id for _, d in answers)
+        for report in reports:
+            request = report.request
+            mine = wanted.setdefault(request.workflow_id, set())
+            if request.kind in CALLBACK_KINDS or request.step_id is None:
                 continue
-            machine = session.machine
-            for report, delivery in answers:
-                request = report.request
-                assert request.step_id is not None
-                if request.kind is DeliveryKind.STEP:
-                    decision = machine.attempt_finished(
-                        request.step_id, request.attempt, report.result, rand=rand
-                    )
-                else:
-                    decision = machine.compensation_finished(
-                        request.step_id, request.attempt, report.result, rand=rand
-                    )
-                await self._after_decision(delivery, decision, session)
-        return await self._run_all(list(sessions.values()), budget, writes)
+            dependents = (await self.graphs.get(request.workflow_id)).dependents
+            mine.add(request.step_id)
+            mine.update(dependents.get(request.step_id, ()))
+        return wanted
+
+    async def _settle_answer(
+        self, report: Report, delivery: Row, session: Session, rand: Any
+    ) -> None:
+        request = report.request
+        assert request.step_id is not None
+        machine = session.machine
+        if request.kind is DeliveryKind.STEP:
+            decision = machine.attempt_finished(
+                request.step_id, request.attempt, report.result, rand=rand
+            )
+        else:
+            decision = machine.compensation_finished(
+                request.step_id, request.attempt, report.result, rand=rand
+            )
+        await self._after_decision(delivery, decision, session)
 
     async def _after_decision(
         self, delivery: Row, decision: AttemptDecision | None, session: Session
     ) -> None:
         """Keep, reschedule, park (async) or remove the delivery row the answer was for."""
         if decision is None or decision.status in (StepStatus.COMPLETED, StepStatus.FAILED):
-            session.finished.append(delivery.id)
+            session.finished.append((delivery.id, delivery.attempt))
         elif decision.status is StepStatus.RETRYING:
             await self._reschedule(delivery, decision.retry_in or 0.0)
         else:
             step = session.machine.steps[delivery.step_id or ""]
             if step.status is StepStatus.RUNNING:
                 # Async: the step waits for its callback until the deadline in due_at.
-                await Delivery.filter(id=delivery.id).update(
+                await _update_delivery(
+                    delivery,
                     awaiting=True,
                     due_at=time.time() + step.timeout,
                     lease_owner=None,
                     lease_until=None,
                 )
             else:
-                session.finished.append(delivery.id)
+                session.finished.append((delivery.id, delivery.attempt))
 
     async def _settle_callback(
         self, request: OutboundRequest, result: AttemptResult, delivery: Row, rand: Any
@@ -163,7 +159,7 @@ class Settling(StoreCore):
         if decision.status is StepStatus.RETRYING:
             await self._reschedule(delivery, decision.retry_in or 0.0)
             return
-        await Delivery.filter(id=delivery.id).delete()
+        await delete_many(Delivery, [({"id": delivery.id}, {"attempt": delivery.attempt})])
         type_ = "callback.failed" if decision.status is StepStatus.FAILED else "callback.delivered"
         data: dict[str, Any] = {"kind": request.kind.value, "attempt": request.attempt}
         if decision.status is StepStatus.FAILED:
@@ -175,10 +171,11 @@ class Settling(StoreCore):
         )
 
     async def _reschedule(self, delivery: Row, retry_in: float) -> None:
-        await Delivery.filter(id=delivery.id).update(
+        await _update_delivery(
+            delivery,
             attempt=delivery.attempt + 1,
             due_at=time.time() + retry_in,
-            started=False,
+            claimed=False,
             awaiting=False,
             lease_owner=None,
             lease_until=None,
@@ -218,15 +215,39 @@ class Settling(StoreCore):
         return {"accepted": True, "stepId": claim.step_id, "status": status.value}
 
     async def heartbeat(self, claim: CallbackClaim) -> dict[str, Any]:
-        """Push an async step's deadline out by its timeout."""
+        """Push an async step's deadline out by its timeout.
+
+        Raises NotFound, Gone when the step no longer waits for this run or its
+        deadline has passed (the timeout is being recorded), Conflict while the step's
+        request is still in flight.
+        """
+        due = await retry_transaction(lambda: self._heartbeat_once(claim))
+        return {"stepId": claim.step_id, "deadline": iso(datetime.fromtimestamp(due, UTC))}
+
+    async def _heartbeat_once(self, claim: CallbackClaim) -> float:
         async with in_transaction():
+            if await self._session(claim.workflow_id, [claim.step_id]) is None:
+                raise NotFound("no such step")
             step_row, delivery = await self._waiting(claim)
             if not delivery.awaiting:
                 raise Conflict("the step's request is still in flight; heartbeat after its 202")
-            due = time.time() + step_row.timeout
-            await Delivery.filter(id=delivery.id).update(due_at=due)
-        deadline = datetime.fromtimestamp(due, UTC)
-        return {"stepId": claim.step_id, "deadline": iso(deadline)}
+            now = time.time()
+            if delivery.lease_owner is not None or delivery.due_at <= now:
+                raise Gone("the step's deadline has passed; its timeout is being recorded")
+            due = now + step_row.timeout
+            # Conditional on the row as read: a claim that took it for its timeout
+            # meanwhile, or a reschedule, makes this miss (and the transaction run again).
+            await update_many(
+                Delivery,
+                [
+                    (
+                        {"id": delivery.id},
+                        {"attempt": claim.attempt, "awaiting": True, "lease_owner": None},
+                        {"due_at": due},
+                    )
+                ],
+            )
+        return due
 
     async def _waiting(self, claim: CallbackClaim) -> tuple[Step, Delivery]:
         step = await Step.get_or_none(workflow_id=claim.workflow_id, step_id=claim.step_id)
@@ -246,3 +267,8 @@ class Settling(StoreCore):
         ):
             raise Gone("this callback is no longer accepted: the step is not waiting for it")
         return step, delivery
+
+
+async def _update_delivery(delivery: Row, **changes: Any) -> None:
+    """Update the delivery row an answer was for, if it still holds that attempt."""
+    await update_many(Delivery, [({"id": delivery.id}, {"attempt": delivery.attempt}, changes)])

@@ -109,6 +109,15 @@ class Where:
         self.parts.append(f"{column(self.model, name)} = {self.param(value)}")
         return self
 
+    def lt(self, name: str, value: Any) -> Where:
+        self.parts.append(f"{column(self.model, name)} < {self.param(value)}")
+        return self
+
+    def raw(self, condition: str) -> Where:
+        """A condition written in SQL (no parameters), for what the others cannot say."""
+        self.parts.append(condition)
+        return self
+
     def isin(self, name: str, values: Iterable[Any]) -> Where:
         marks = ", ".join(self.param(v) for v in values)
         self.parts.append(f"{column(self.model, name)} IN ({marks})")
@@ -133,20 +142,27 @@ class Where:
 
 
 async def fetch(
-    model: type[Model], columns: tuple[str, ...], where: Where, suffix: str = ""
+    model: type[Model],
+    columns: tuple[str, ...],
+    where: Where,
+    suffix: str = "",
+    *,
+    raw: tuple[str, ...] = (),
 ) -> list[SimpleNamespace]:
     """Rows as plain records with only the named fields, converted as Tortoise would
-    (JSON, booleans, times), without building model instances or query objects."""
-    select, names = _projection(model, columns)
+    (JSON, booleans, times), without building model instances or query objects.
+
+    Columns named in ``raw`` are left as the driver gives them (JSON as its text)."""
+    select, names = _projection(model, columns, raw)
     found = []
-    for raw in await model._meta.db.execute_query_dict(
+    for row in await model._meta.db.execute_query_dict(
         f"{select} WHERE {where.sql}{suffix}", where.params
     ):
         found.append(
             SimpleNamespace(
                 **{
                     name: (
-                        convert(raw[source]) if convert and raw[source] is not None else raw[source]
+                        convert(row[source]) if convert and row[source] is not None else row[source]
                     )
                     for name, source, convert in names
                 }
@@ -157,11 +173,14 @@ async def fetch(
 
 @functools.cache
 def _projection(
-    model: type[Model], columns: tuple[str, ...]
+    model: type[Model], columns: tuple[str, ...], raw: tuple[str, ...] = ()
 ) -> tuple[str, list[tuple[str, str, Callable[[Any], Any] | None]]]:
     """The SELECT … FROM of ``columns`` and how to read each (computed once)."""
     fields_map = model._meta.fields_map
-    names = [(c, (fields_map[c].source_field or c), _converter(fields_map[c])) for c in columns]
+    names = [
+        (c, (fields_map[c].source_field or c), None if c in raw else _converter(fields_map[c]))
+        for c in columns
+    ]
     select = f'SELECT {", ".join(column(model, c) for c in columns)} FROM "{model._meta.db_table}"'
     return select, names
 
@@ -218,41 +237,113 @@ async def insert_returning(
 
 
 UpdateRow = tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]
+DeleteRow = tuple[Mapping[str, Any], Mapping[str, Any]]
 
 
-async def update_many(model: type[Model], rows: Sequence[UpdateRow]) -> list[tuple[Any, ...]]:
+async def update_many(
+    model: type[Model], rows: Sequence[UpdateRow], *, partial: bool = False
+) -> list[tuple[Any, ...]]:
     """Update many rows, each with its own values, in one statement per shape.
 
     Each row is (key columns, guard columns, fields to set): it is updated only if its
-    guard columns still hold the given values, and only the fields it names are set.
-    Rows of the same shape (same columns) go in one statement: a prepared statement
-    run for every row on SQLite, one UPDATE over arrays on PostgreSQL. Answers the keys
-    of the rows that matched (zero rows updated means someone else won); on SQLite,
-    which cannot say which rows of a batch matched, a short count raises
-    TransitionRejected so the transaction runs again.
+    guard columns still hold the given values (NULL matching NULL), and only the
+    fields it names are set. Rows of the same shape (same columns) go in one
+    statement: a prepared statement run for every row on SQLite, one UPDATE over
+    arrays on PostgreSQL.
+
+    A row that does not match means someone else changed it since it was read:
+    ``TransitionRejected`` is raised (the transaction runs again). With ``partial``,
+    PostgreSQL answers the keys of the rows that matched instead; SQLite, which cannot
+    say which rows of a batch matched, raises either way (a SQLite transaction holds
+    the write lock from its BEGIN, so nothing changes under it).
     """
     db = model._meta.db
     postgres = db.schema_generator.DIALECT == "postgres"
-    shapes: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[UpdateRow]] = {}
-    for row in rows:
-        key, guard, changes = row
-        shapes.setdefault((tuple(key), tuple(guard), tuple(sorted(changes))), []).append(row)
     matched: list[tuple[Any, ...]] = []
-    for (keys, guards, names), group in shapes.items():
+    for (keys, guards, names), group in _shapes(rows).items():
         if postgres:
             sql, params = _pg_update(model, keys, guards, names, group)
             found = await db.execute_query_dict(sql, params)
+            if len(found) != len(group) and not partial:
+                raise _moved(model, len(group) - len(found), len(group))
             matched.extend(tuple(f[c] for c in keys) for f in found)
             continue
         sql, values = _sqlite_update(model, keys, guards, names, group)
         # In a transaction, the SQLite client (app/sqlite.py) answers the rows changed.
         count = cast(int, await cast(Any, db).execute_many(sql, values))
         if count != len(group):
-            raise TransitionRejected(
-                f"{len(group) - count} of {len(group)} {model._meta.db_table} rows changed under us"
-            )
+            raise _moved(model, len(group) - count, len(group))
         matched.extend(tuple(key[c] for c in keys) for key, _, _ in group)
     return matched
+
+
+async def delete_many(model: type[Model], rows: Sequence[DeleteRow]) -> None:
+    """Delete rows given as (key columns, guard columns), each only if its guard
+    columns still hold the given values (NULL matching NULL); one statement per shape.
+
+    A row that is not deleted was changed or deleted by someone else since it was
+    read: ``TransitionRejected``, on both databases.
+    """
+    db = model._meta.db
+    postgres = db.schema_generator.DIALECT == "postgres"
+    shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], list[DeleteRow]] = {}
+    for key, guard in rows:
+        shapes.setdefault((tuple(key), tuple(guard)), []).append((key, guard))
+    table = f'"{model._meta.db_table}"'
+    for (keys, guards), group in shapes.items():
+        if postgres:
+            columns = (*keys, *guards)
+            params = [
+                [db_value(model, c, {**key, **guard}[c]) for key, guard in group] for c in columns
+            ]
+            aliases = [f"c{i}" for i in range(len(columns))]
+            where = " AND ".join(
+                f"t.{column(model, c)} {'=' if c in keys else 'IS NOT DISTINCT FROM'} v.{a}"
+                for c, a in zip(columns, aliases, strict=True)
+            )
+            sql = (
+                f"DELETE FROM {table} AS t USING unnest({_pg_arrays(model, columns)}) "
+                f"AS v({', '.join(aliases)}) WHERE {where} RETURNING 1"
+            )
+            count = len(await db.execute_query_dict(sql, params))
+        else:
+            where = " AND ".join(
+                [f"{column(model, c)} = ?" for c in keys]
+                + [f"{column(model, c)} IS ?" for c in guards]
+            )
+            values = [
+                [db_value(model, c, key[c]) for c in keys]
+                + [db_value(model, c, guard[c]) for c in guards]
+                for key, guard in group
+            ]
+            count = cast(
+                int, await cast(Any, db).execute_many(f"DELETE FROM {table} WHERE {where}", values)
+            )
+        if count != len(group):
+            raise _moved(model, len(group) - count, len(group))
+
+
+def _shapes(
+    rows: Sequence[UpdateRow],
+) -> dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[UpdateRow]]:
+    shapes: dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[UpdateRow]] = {}
+    for row in rows:
+        key, guard, changes = row
+        shapes.setdefault((tuple(key), tuple(guard), tuple(sorted(changes))), []).append(row)
+    return shapes
+
+
+def _moved(model: type[Model], missed: int, total: int) -> TransitionRejected:
+    return TransitionRejected(f"{missed} of {total} {model._meta.db_table} rows changed under us")
+
+
+def _pg_arrays(model: type[Model], columns: Sequence[str]) -> str:
+    """``$1::type[], $2::type[], …``: one typed array parameter per column."""
+    fields_map = model._meta.fields_map
+    return ", ".join(
+        f"${i + 1}::{fields_map[name].get_for_dialect('postgres', 'SQL_TYPE')}[]"
+        for i, name in enumerate(columns)
+    )
 
 
 def db_value(model: type[Model], name: str, value: Any) -> Any:
@@ -289,7 +380,9 @@ def _sqlite_update(
     rows: Sequence[UpdateRow],
 ) -> tuple[str, list[list[Any]]]:
     sets = ", ".join(f"{column(model, n)} = ?" for n in names)
-    where = " AND ".join(f"{column(model, c)} = ?" for c in (*keys, *guards))
+    where = " AND ".join(
+        [f"{column(model, c)} = ?" for c in keys] + [f"{column(model, c)} IS ?" for c in guards]
+    )
     sql = f'UPDATE "{model._meta.db_table}" SET {sets} WHERE {where}'
     values = [
         [db_value(model, n, changes[n]) for n in names]
@@ -308,19 +401,16 @@ def _pg_update(
     rows: Sequence[UpdateRow],
 ) -> tuple[str, list[Any]]:
     """UPDATE … FROM unnest(arrays): one statement and one parameter per column."""
-    fields_map = model._meta.fields_map
     columns = [("k", c) for c in keys] + [("g", c) for c in guards] + [("s", n) for n in names]
     params: list[Any] = []
-    arrays = []
-    for i, (part, name) in enumerate(columns):
-        sql_type = fields_map[name].get_for_dialect("postgres", "SQL_TYPE")
+    for part, name in columns:
         if part == "k":
             params.append([db_value(model, name, key[name]) for key, _, _ in rows])
         elif part == "g":
             params.append([db_value(model, name, guard[name]) for _, guard, _ in rows])
         else:
             params.append([db_value(model, name, changes[name]) for _, _, changes in rows])
-        arrays.append(f"${i + 1}::{sql_type}[]")
+    arrays = _pg_arrays(model, [name for _, name in columns])
     aliases = [f"c{i}" for i in range(len(columns))]
     sets = ", ".join(
         f"{column(model, name)} = v.{alias}"
@@ -328,14 +418,14 @@ def _pg_update(
         if part == "s"
     )
     where = " AND ".join(
-        f"t.{column(model, name)} = v.{alias}"
+        f"t.{column(model, name)} {'=' if part == 'k' else 'IS NOT DISTINCT FROM'} v.{alias}"
         for (part, name), alias in zip(columns, aliases, strict=True)
         if part != "s"
     )
     returning = ", ".join(f"t.{column(model, c)}" for c in keys)
     sql = (
         f'UPDATE "{model._meta.db_table}" AS t SET {sets} '
-        f"FROM unnest({', '.join(arrays)}) AS v({', '.join(aliases)}) "
+        f"FROM unnest({arrays}) AS v({', '.join(aliases)}) "
         f"WHERE {where} RETURNING {returning}"
     )
     return sql, params

@@ -27,6 +27,8 @@ from app.store import Report, Store
 
 TABLES = ("workflows", "steps", "deliveries", "attempts", "events", "server_secrets")
 NOW = "2026-01-01 00:00:00+00:00"
+#: A completion number as servers before migration 0003 wrote them (time.time_ns()).
+OLD_COMPLETION = 1_767_225_600_123_456_789
 
 
 def _connection_name(database_url: str) -> str:
@@ -45,7 +47,7 @@ def _rows_at_0001(due_at: float) -> list[str]:
         " idempotency_key, open_steps, failed_step, step_count, end_reason, compensation_started)"
         f" VALUES ('old-1', 'legacy', 'running', '{{\"n\": 1}}', false, true, 86400, NULL, NULL,"
         f" '{NOW}', '{NOW}', NULL, '2099-01-01 00:00:00+00:00', NULL, '{'0' * 64}', 'legacy-key',"
-        " 2, NULL, 2, NULL, false)",
+        " 2, NULL, 3, NULL, false)",
         "INSERT INTO steps (workflow_id, step_id, position, url, depends_on, dependents,"
         " deps_remaining, status, attempts, retry, timeout, compensation, condition,"
         " continue_on_failure, started_at, completed_at, completion_seq, result, error,"
@@ -53,7 +55,10 @@ def _rows_at_0001(due_at: float) -> list[str]:
         f" ('old-1', 'a', 0, 'http://h/a', '[]', '[\"b\"]', 0, 'running', 0, '{retry}', 300,"
         " NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, 'runa'),"
         f" ('old-1', 'b', 1, 'http://h/b', '[\"a\"]', '[]', 1, 'pending', 0, '{retry}', 300,"
-        " NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, 'runb')",
+        " NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, 'runb'),"
+        # Completed before the upgrade: numbered by the clock of its day, in nanoseconds.
+        f" ('old-1', 'z', 2, 'http://h/z', '[]', '[]', 0, 'completed', 1, '{retry}', 300,"
+        f" NULL, NULL, false, '{NOW}', '{NOW}', {OLD_COMPLETION}, '1', NULL, NULL, 'runz')",
         "INSERT INTO deliveries (workflow_id, step_id, kind, attempt, message_id, due_at, started,"
         " awaiting, lease_owner, lease_until, payload, url) VALUES"
         f" ('old-1', 'a', 'step', 1, 'msg_old', {due_at}, false, false, NULL, NULL, NULL,"
@@ -126,7 +131,7 @@ async def test_upgrading_from_0001_keeps_every_row_index_and_reference(
         await Tortoise._reset_apps()
     assert before == {
         "workflows": 1,
-        "steps": 2,
+        "steps": 3,
         "deliveries": 1,
         "attempts": 1,
         "events": 3,
@@ -158,6 +163,8 @@ async def test_upgrading_from_0001_keeps_every_row_index_and_reference(
         await _finish(store)
         final = await store.get_workflow("old-1")
         assert final is not None and final["status"] == "completed"
+        # Steps completed after the upgrade are numbered after those completed before.
+        assert final["completedSteps"] == ["z", "a", "b"]
         # The legacy Idempotency-Key is still the default namespace's (another body: 409).
         with pytest.raises(Conflict, match="'old-1'"):
             await _create(store, {"steps": [{"id": "z", "url": "http://h/z"}]}, "legacy-key")

@@ -7,9 +7,7 @@ DESIGN §5 that lives in the database is checked on both databases.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,61 +17,11 @@ import pytest
 from app.db import close_database, open_database
 from app.engine import AttemptResult, DeliveryKind, StepErrorCode, classify_answer
 from app.errors import Conflict, Gone, NotFound
-from app.schemas import canonical_json, parse_create_request
-from app.store import OutboundRequest, Report, Store
+from app.store import OutboundRequest, Store
 from app.tokens import CallbackClaim
+from tests.integration.storekit import create, drive, ok, report, spec, steps_by_id
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    await open_database(database_url)
-    try:
-        yield Store()
-    finally:
-        await close_database()
-
-
-def spec(body: dict[str, Any]) -> tuple[Any, str]:
-    raw = orjson.dumps(body)
-    model, document = parse_create_request(
-        raw, check_url=lambda url: None, check_condition=lambda source: None
-    )
-    return model, hashlib.sha256(canonical_json(document)).hexdigest()
-
-
-async def create(store: Store, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
-    model, digest = spec(body)
-    document, _ = await store.create_workflow(model, request_hash=digest, idempotency_key=key)
-    return document
-
-
-def ok(result: Any = None) -> AttemptResult:
-    return classify_answer(200, orjson.dumps({"success": True, "result": result}))
-
-
-def report(req: OutboundRequest, result: AttemptResult) -> Report:
-    return Report(request=req, result=result, started_at=datetime.now(UTC), duration_ms=1.0)
-
-
-Answer = Callable[[OutboundRequest], AttemptResult]
-
-
-async def drive(store: Store, answer: Answer, *, rounds: int = 200) -> list[OutboundRequest]:
-    """Claim and settle until nothing is due; answers are chosen per req."""
-    sent: list[OutboundRequest] = []
-    for _ in range(rounds):
-        reqs = await store.claim_due(100, lease_seconds=30, now=time.time() + 3600)
-        if not reqs:
-            return sent
-        sent.extend(reqs)
-        await store.settle([report(j, answer(j)) for j in reqs], rand=lambda: 0.0)
-    raise AssertionError("the workflow did not settle")
-
-
-def steps_by_id(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {s["id"]: s for s in document["steps"]}
 
 
 async def test_chain_runs_in_order_and_passes_results(store: Store) -> None:
@@ -498,76 +446,6 @@ async def test_counts_by_status(store: Store) -> None:
     assert counts["running"] == 1
     assert counts["completed"] == 0
     assert set(counts) >= {"pending", "compensation_failed"}
-
-
-async def test_batched_updates_are_conditional_and_touch_only_named_fields(
-    store: Store, database_url: str
-) -> None:
-    """The batch writer behind settle: each row is updated only if its guard still holds,
-    with its own values, and fields it does not name keep theirs."""
-    from tortoise.transactions import in_transaction
-
-    from app.errors import TransitionRejected
-    from app.models import Step
-    from app.store.sql import update_many as _update_many
-
-    await create(
-        store,
-        {
-            "id": "bw",
-            "steps": [
-                {"id": "a", "url": "http://h/a"},
-                {"id": "b", "url": "http://h/b"},
-                {"id": "c", "url": "http://h/c", "dependsOn": ["a", "b"]},
-            ],
-        },
-    )
-    stamp = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
-    async with in_transaction():
-        matched = await _update_many(
-            Step,
-            [
-                (
-                    {"workflow_id": "bw", "step_id": "a"},
-                    {"status": "running"},
-                    {"status": "completed", "result": {"n": 1}, "completed_at": stamp},
-                ),
-                (
-                    {"workflow_id": "bw", "step_id": "b"},
-                    {"status": "running"},
-                    {"status": "completed", "result": {"n": 2}, "completed_at": stamp},
-                ),
-                (
-                    {"workflow_id": "bw", "step_id": "c"},
-                    {"status": "pending"},
-                    {"deps_remaining": 0},
-                ),
-            ],
-        )
-    assert sorted(matched) == [("bw", "a"), ("bw", "b"), ("bw", "c")]
-    steps = steps_by_id((await store.get_workflow("bw")) or {})
-    assert steps["a"]["status"] == "completed" and steps["a"]["result"] == {"n": 1}
-    assert steps["b"]["result"] == {"n": 2}
-    assert steps["a"]["completedAt"] == "2026-01-02T03:04:05.678Z"
-    assert steps["c"]["status"] == "pending" and steps["c"]["completedAt"] is None
-    # A row whose guard no longer holds is not touched.
-    rows = [
-        ({"workflow_id": "bw", "step_id": "a"}, {"status": "running"}, {"status": "failed"}),
-        ({"workflow_id": "bw", "step_id": "c"}, {"status": "pending"}, {"attempts": 7}),
-    ]
-    if database_url.startswith("sqlite"):
-        # SQLite cannot say which row of a batch missed: the transaction runs again.
-        with pytest.raises(TransitionRejected):
-            async with in_transaction():
-                await _update_many(Step, rows)
-        expected_attempts = 0
-    else:
-        async with in_transaction():
-            assert await _update_many(Step, rows) == [("bw", "c")]
-        expected_attempts = 7
-    steps = steps_by_id((await store.get_workflow("bw")) or {})
-    assert steps["a"]["status"] == "completed"
-    assert steps["c"]["attempts"] == expected_attempts
 
 
 async def test_creates_that_arrive_together_are_inserted_together(store: Store) -> None:

@@ -181,14 +181,12 @@ def make(
         on_complete=on_complete,
         on_error=on_error,
     )
-    counter = itertools.count(1)
     runs = itertools.count(1)
     machine = Machine(
         workflow,
         states,
         graph=deps,
         now=NOW,
-        seq=lambda: next(counter),
         new_run_id=lambda: f"new-{next(runs)}",
         all_loaded=True,
     )
@@ -491,7 +489,6 @@ def test_machine_asks_only_for_what_it_needs() -> None:
         steps,
         graph={"a": [], "b": ["a"], "z": []},
         now=NOW,
-        seq=lambda: 1,
         new_run_id=lambda: "x",
     )
     machine.attempt_finished("a", 1, ok())
@@ -626,3 +623,23 @@ def test_resumed_compensation_is_a_new_run() -> None:
     delivery, attempt = sim.claim()
     runs.append(delivery.run_id)
     assert runs[0] != runs[1]
+
+
+def test_completions_are_numbered_by_the_workflows_counter() -> None:
+    """completion_seq is the workflow's own counter (taken under its lock by the store),
+    never a clock: reverse completion order holds across processes."""
+    steps = {
+        "a": StepState("a", StepStatus.RUNNING, [], [], 0, "http://h/a", "r", attempts=1),
+        "b": StepState("b", StepStatus.RUNNING, [], [], 0, "http://h/b", "r", attempts=1),
+    }
+    workflow = WorkflowState("wf", None, WorkflowStatus.RUNNING, {}, True, False, None, 2, 2)
+    workflow.completions = 41
+    machine = Machine(
+        workflow, steps, graph={"a": [], "b": []}, now=NOW, new_run_id=str, all_loaded=True
+    )
+    machine.attempt_finished("b", 1, ok())
+    machine.attempt_finished("a", 1, ok())
+    assert machine.run() is None
+    assert machine.effects.steps["b"]["completion_seq"] == 42
+    assert machine.effects.steps["a"]["completion_seq"] == 43
+    assert machine.effects.workflow["completions"] == 43
