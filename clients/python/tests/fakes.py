@@ -15,6 +15,19 @@ import httpx
 
 NOW = "2026-11-21T10:00:00.000Z"
 
+#: A step request body as Baton sends it (DESIGN §4).
+STEP_BODY: dict[str, Any] = {
+    "workflowId": "order-123",
+    "workflowName": "order-processing",
+    "stepId": "charge",
+    "attempt": 2,
+    "kind": "step",
+    "context": {"orderId": "order_123"},
+    "previousSteps": {"validate": {"status": "completed", "result": {"total": 4200}}},
+    "deadline": "2026-11-21T10:00:05Z",
+    "callbackUrl": "http://127.0.0.1:8000/v1/callbacks/tok",
+}
+
 
 def workflow_doc(workflow_id: str = "order-1", status: str = "running", **fields: Any) -> dict:
     return {

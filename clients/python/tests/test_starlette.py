@@ -8,11 +8,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fakes import STEP_BODY
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,21 +28,8 @@ from baton.signing import (
 )
 from baton.starlette import StepFailed, StepRequest, step_endpoint, verify_request
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = generate_secret()
 OTHER_SECRET = generate_secret()
-
-STEP_BODY: dict[str, Any] = {
-    "workflowId": "order-123",
-    "workflowName": "order-processing",
-    "stepId": "charge",
-    "attempt": 2,
-    "kind": "step",
-    "context": {"orderId": "order_123"},
-    "previousSteps": {"validate": {"status": "completed", "result": {"total": 4200}}},
-    "deadline": "2026-11-21T10:00:05Z",
-    "callbackUrl": "http://127.0.0.1:8000/v1/callbacks/tok",
-}
 
 
 def signed(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -40,9 +40,11 @@ __all__ = [
     "answer_error",
     "answer_result",
     "as_signer",
+    "asettle",
     "is_async_callable",
     "parse_body",
     "read_step",
+    "settle",
     "verify_body",
 ]
 
@@ -240,6 +242,32 @@ def answer_error(exc: Exception, func: Callable[..., Any], step: StepRequest) ->
         exc_info=exc,
     )
     return Answer.json(500, {"success": False, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def settle(func: StepFunction, step: StepRequest, run: Callable[[], Any], native: type) -> Any:
+    """Call ``run()`` (the step function) and return what to answer.
+
+    A ``native`` response (the framework's own class) is returned as is; any other value
+    becomes :func:`answer_result`'s :class:`Answer`, an exception :func:`answer_error`'s.
+    """
+    try:
+        result = run()
+        # Encoded inside the try: a result JSON cannot encode is the function's bug,
+        # answered like any other exception it raises.
+        return result if isinstance(result, native) else answer_result(result)
+    except Exception as exc:
+        return answer_error(exc, func, step)
+
+
+async def asettle(
+    func: StepFunction, step: StepRequest, run: Callable[[], Awaitable[Any]], native: type
+) -> Any:
+    """The ``async`` twin of :func:`settle`."""
+    try:
+        result = await run()
+        return result if isinstance(result, native) else answer_result(result)
+    except Exception as exc:
+        return answer_error(exc, func, step)
 
 
 def is_async_callable(func: Callable[..., Any]) -> bool:

@@ -34,9 +34,8 @@ from baton.handlers import (
     StepFailed,
     StepFunction,
     StepRequest,
-    answer_error,
-    answer_result,
     as_signer,
+    asettle,
     is_async_callable,
     name_like,
     read_step,
@@ -71,18 +70,13 @@ def step_endpoint(
             step = read_step(await request.body(), request.headers, signer, tolerance=tolerance)
         except Refused as refused:
             return to_response(refused.answer)
-        try:
+
+        async def run() -> Any:
             result = await func(step) if call_async else await run_in_threadpool(func, step)
-            if inspect.isawaitable(result):
-                result = await result
-            if isinstance(result, Response):
-                return result
-            # Encoded inside the try: a result JSON cannot encode is the function's bug,
-            # answered like any other exception it raises.
-            answer = answer_result(result)
-        except Exception as exc:
-            answer = answer_error(exc, func, step)
-        return to_response(answer)
+            return await result if inspect.isawaitable(result) else result
+
+        answer = await asettle(func, step, run, Response)
+        return answer if isinstance(answer, Response) else to_response(answer)
 
     # Starlette names routes after their endpoint; keep the step function's name.
     name_like(endpoint, func)
