@@ -329,8 +329,10 @@ def test_events_page_through_next_after(recorder: Recorder) -> None:
 
 def test_events_from_a_server_without_paging(recorder: Recorder) -> None:
     recorder.then(answer(200, {"items": [event_doc(1), event_doc(2)]}))
+    recorder.then(answer(200, {"items": [event_doc(1), event_doc(2), event_doc(3)]}))
     with client_for(recorder) as client:
         assert len(list(client.workflows.events("order-1"))) == 2
+        assert [e.id for e in client.workflows.events("order-1", after=1)] == [2, 3]
 
 
 def stream(*chunks: bytes, broken: bool = False) -> httpx.Response:
