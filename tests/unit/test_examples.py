@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
@@ -12,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from baton import AsyncClient, Fatal, Worker
 from baton.signing import generate_secret
 from baton.testing import signed_request
 
@@ -169,3 +172,123 @@ def test_orders_workflow_json_points_at_the_app(orders: ModuleType) -> None:
     for url in urls:
         assert url.startswith("http://127.0.0.1:9000/")
         assert url.removeprefix("http://127.0.0.1:9000") in paths
+
+
+# --- the FastAPI document app -----------------------------------------------------------
+
+
+@pytest.fixture
+def documents(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("BATON_SIGNING_SECRET", SECRET)
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("examples.documents.app")
+
+
+def doc_step(step_id: str, **fields: Any) -> dict[str, Any]:
+    fields.setdefault("context", {"text": "One. Two three. Four.", "sentences": 2})
+    return order_step(step_id, **fields)
+
+
+async def test_documents_whole_flow(documents: ModuleType) -> None:
+    callbacks: list[httpx.Request] = []
+
+    def baton(request: httpx.Request) -> httpx.Response:
+        callbacks.append(request)
+        return httpx.Response(
+            200, json={"accepted": True, "stepId": "summarize", "status": "completed"}
+        )
+
+    client = AsyncClient(api_key="", transport=httpx.MockTransport(baton))
+    app = documents.create_app([SECRET], client)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://documents"
+    ) as http:
+        extract = (await call(http, "/jobs/extract", doc_step("extract"))).json()
+        assert extract == {"success": True, "result": {"words": 4, "text": "One. Two three. Four."}}
+
+        previous = {"extract": {"status": "completed", "result": extract["result"]}}
+        body = doc_step(
+            "summarize", previousSteps=previous, callbackUrl="http://baton.test/v1/callbacks/tok"
+        )
+        answer = await call(http, "/jobs/summarize", body)
+        assert (answer.status_code, answer.json()) == (202, {"async": True})
+    [callback] = callbacks
+    assert str(callback.url) == "http://baton.test/v1/callbacks/tok"
+    assert "authorization" not in callback.headers
+    assert json.loads(callback.content) == {
+        "success": True,
+        "result": {"summary": "One. Two three."},
+    }
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://documents"
+    ) as http:
+        summarized = {"summarize": {"status": "completed", "result": {"summary": "One."}}}
+        index = await call(http, "/jobs/index", doc_step("index", previousSteps=summarized))
+        assert index.json()["result"] == {"indexed": "order-123", "chars": 4}
+        refused = await call(http, "/jobs/extract", doc_step("extract", context={}))
+        assert refused.json() == {
+            "success": False,
+            "error": "context.text must be a non-empty string",
+            "retry": False,
+        }
+        done = await call(http, "/hooks/done", {"workflowId": "w", "status": "completed"})
+        assert done.json() == {"received": True}
+        raw, headers = signed_request({"workflowId": "w"}, generate_secret())
+        assert (await http.post("/hooks/done", content=raw, headers=headers)).status_code == 401
+
+
+def test_documents_workflow_json_points_at_the_app(documents: ModuleType) -> None:
+    workflow = json.loads((ROOT / "examples/documents/workflow.json").read_text())
+    paths = {route.path for route in documents.app.routes}
+    for url in [step["url"] for step in workflow["steps"]] + [workflow["onComplete"]]:
+        assert url.removeprefix("http://127.0.0.1:9001") in paths
+
+
+# --- the queue worker -------------------------------------------------------------------
+
+
+def test_worker_example_handler() -> None:
+    from examples.worker import make_thumbnail
+
+    class Job:
+        def __init__(self, payload: dict[str, Any]) -> None:
+            self.payload = payload
+
+    result = make_thumbnail(Job({"image": "cat.png", "width": 64}))
+    assert result["width"] == 64 and result["thumbnail"].endswith("-64.png")
+    for payload in ({}, {"image": "cat.png", "width": 10_000}, {"image": "x", "width": "9"}):
+        with pytest.raises(Fatal):
+            make_thumbnail(Job(payload))
+
+
+def test_worker_example_runs_against_a_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example's worker against the client's test double of the §7 queue."""
+    monkeypatch.syspath_prepend(str(ROOT / "clients/python/tests"))
+    fake_queue_server = importlib.import_module("fake_queue_server")
+    from examples import worker as example
+
+    with fake_queue_server.FakeQueueServer() as fake:
+        good = fake.state.add(example.QUEUE, {"image": "cat.png", "width": 120})
+        bad = fake.state.add(example.QUEUE, {"width": 120})
+        monkeypatch.setenv("BATON_URL", fake.url)
+        monkeypatch.setenv("BATON_API_KEY", fake_queue_server.API_KEY)
+        workers: list[Worker] = []
+        real_worker = example.Worker
+
+        def remember(*args: Any, **kwargs: Any) -> Worker:
+            # A short long poll, so that stopping does not wait for the default one.
+            workers.append(real_worker(*args, **{**kwargs, "wait": 0.2}))
+            return workers[-1]
+
+        monkeypatch.setattr(example, "Worker", remember)
+        running = threading.Thread(target=example.main)
+        running.start()
+        deadline = time.monotonic() + 20
+        while not (good.status == "completed" and bad.status == "dlq"):
+            assert time.monotonic() < deadline, (good.status, bad.status)
+            time.sleep(0.05)
+        workers[0].stop()
+        running.join(20)
+    assert good.status == "completed" and good.result["width"] == 120
+    assert bad.status == "dlq" and "payload.image" in bad.last_error
