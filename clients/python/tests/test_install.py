@@ -4,6 +4,7 @@ and nothing of the server comes with it."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import venv
 from pathlib import Path
@@ -30,7 +31,11 @@ def test_the_client_installs_alone_without_the_server(tmp_path: Path) -> None:
         assert done.returncode == 0, f"{argv}\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
-    run(str(python), "-m", "pip", "install", "--quiet", str(CLIENT))
+    # From a copy: building in place would leave build/ and *.egg-info in the source tree.
+    source = shutil.copytree(
+        CLIENT, tmp_path / "client", ignore=shutil.ignore_patterns("build", "*.egg-info", "tests")
+    )
+    run(str(python), "-m", "pip", "install", "--quiet", str(source))
 
     installed = {
         item["name"].lower()
