@@ -105,8 +105,8 @@ class Api:
         self.metrics: Metrics | None = None
         #: Set by the lifespan: creates hand their root requests to it.
         self.dispatcher: Dispatcher | None = None
-        #: The OpenAPI document, built on its first request.
-        self._openapi: bytes | None = None
+        #: The OpenAPI document, built on its first request (per root path).
+        self._openapi: dict[str, bytes] = {}
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -159,9 +159,14 @@ class Api:
     # ----------------------------------------------------------------- documentation
 
     async def openapi(self, request: Request) -> Response:
-        if self._openapi is None:
-            self._openapi = orjson.dumps(build_document(self.routes()))
-        return Response(self._openapi, media_type="application/json")
+        root_path: str = request.scope.get("root_path", "")
+        if root_path not in self._openapi:
+            document = build_document(self.routes())
+            if root_path:
+                # Behind a proxy's path prefix, "try it out" must call the prefixed URLs.
+                document["servers"] = [{"url": root_path}]
+            self._openapi[root_path] = orjson.dumps(document)
+        return Response(self._openapi[root_path], media_type="application/json")
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(DOCS_PAGE, headers={"Content-Security-Policy": DOCS_CSP})
@@ -203,7 +208,7 @@ class Api:
         return JSON(
             body,
             status_code=201 if created else 200,
-            headers={"Location": f"/v1/workflows/{body['id']}"},
+            headers={"Location": f"{request.scope.get('root_path', '')}/v1/workflows/{body['id']}"},
         )
 
     def _check_url(self, url: str) -> None:
@@ -490,7 +495,7 @@ class BearerAuth:
         self._lookup = lookup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
+        path = route_path(scope)
         protected = path.startswith("/v1/") and not path.startswith("/v1/callbacks/")
         if scope["type"] == "http" and protected:
             try:
@@ -528,6 +533,19 @@ class BearerAuth:
             return None  # generated keys are ASCII
         # Looked up by hash: the lookup's timing depends on the hash, not on the key.
         return await self._lookup(text)
+
+
+def route_path(scope: Scope) -> str:
+    """The path the routes see: behind ``--root-path``, ``scope["path"]`` starts with it.
+
+    The same rule as Starlette's router, which matches routes on the path with the
+    root path taken off.
+    """
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _bearer_token(scope: Scope) -> bytes | None:

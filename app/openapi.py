@@ -533,22 +533,23 @@ def docs_assets() -> StaticFiles:
 
 
 #: Swagger UI pointed at ``/openapi.json``. ``validatorUrl: null`` turns off its default
-#: of sending the document to an online validator.
+#: of sending the document to an online validator. Its URLs are relative to ``/docs`` so
+#: that the page also works behind a proxy that serves Baton under a path prefix.
 DOCS_PAGE = f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Baton API</title>
-<link rel="icon" type="image/png" href="{DOCS_ASSETS_PATH}/favicon-32x32.png">
-<link rel="stylesheet" href="{DOCS_ASSETS_PATH}/swagger-ui.css">
+<link rel="icon" type="image/png" href="{DOCS_ASSETS_PATH[1:]}/favicon-32x32.png">
+<link rel="stylesheet" href="{DOCS_ASSETS_PATH[1:]}/swagger-ui.css">
 </head>
 <body>
 <div id="swagger-ui"></div>
-<script src="{DOCS_ASSETS_PATH}/swagger-ui-bundle.js"></script>
+<script src="{DOCS_ASSETS_PATH[1:]}/swagger-ui-bundle.js"></script>
 <script>
 window.ui = SwaggerUIBundle({{
-  url: "/openapi.json",
+  url: "openapi.json",
   dom_id: "#swagger-ui",
   deepLinking: true,
   validatorUrl: null,

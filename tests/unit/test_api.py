@@ -168,12 +168,20 @@ def close_client(test_client: TestClient) -> None:
 
 
 @contextlib.contextmanager
-def running(tmp_path: Path, database_url: str | None = None) -> Iterator[TestClient]:
-    """A TestClient with the lifespan started (migrations, dispatcher) and then stopped."""
+def running(
+    tmp_path: Path, database_url: str | None = None, *, root_path: str = ""
+) -> Iterator[TestClient]:
+    """A TestClient with the lifespan started (migrations, dispatcher) and then stopped.
+
+    With ``root_path``, requests carry it in their scope as uvicorn's ``--root-path``
+    does: the path of each request starts with it.
+    """
     tmp_path.mkdir(parents=True, exist_ok=True)
     # Server errors come back as responses, so that a 5xx fails an assertion about
     # the status instead of surfacing as an exception from inside the app.
-    test_client = TestClient(make_app(tmp_path, database_url), raise_server_exceptions=False)
+    test_client = TestClient(
+        make_app(tmp_path, database_url), raise_server_exceptions=False, root_path=root_path
+    )
     test_client.__enter__()
     try:
         yield test_client
@@ -417,6 +425,29 @@ def test_callbacks_are_not_behind_the_key(client: TestClient, path: str) -> None
     response = client.post(path, json={"success": True, "result": None})
     assert response.status_code != 401, response.text
     assert response.status_code < 500, response.text
+
+
+def test_behind_a_root_path_the_key_is_checked_on_the_routes_path(tmp_path: Path) -> None:
+    # uvicorn --root-path /baton: the scope's path is /baton/v1/..., its root_path /baton.
+    with running(tmp_path, root_path="/baton") as prefixed:
+        listed = prefixed.get("/baton/v1/workflows", headers=AUTH)
+        assert listed.status_code == 200, listed.text
+        created = prefixed.post("/baton/v1/workflows", json=workflow(id="behind"), headers=AUTH)
+        assert created.status_code == 201, created.text
+        assert created.headers["location"] == "/baton/v1/workflows/behind"
+        read = prefixed.get(created.headers["location"], headers=AUTH)
+        assert read.status_code == 200, read.text
+        for method, path in [("GET", "/baton/v1/workflows"), ("GET", "/baton/v1/nope")]:
+            refused = prefixed.request(method, path, headers={"Authorization": "Bearer nope"})
+            assert_problem(refused, 401)
+        # The callbacks stay outside the key behind the prefix too.
+        callback = prefixed.post("/baton/v1/callbacks/not-a-token", json={"success": True})
+        assert_problem(callback, 403)
+        # The API documentation points "try it out" at the prefixed URLs.
+        document = prefixed.get("/baton/openapi.json").json()
+        assert document["servers"] == [{"url": "/baton"}]
+    with running(tmp_path / "plain") as plain:
+        assert "servers" not in plain.get("/openapi.json").json()
 
 
 # --------------------------------------------------------------------------- create
