@@ -15,7 +15,6 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	mkdir -p data
 	BATON_ALLOW_PRIVATE_NETWORKS=true $(BIN)/uvicorn app.main:app --host 127.0.0.1 --port $${PORT:-8000}
 
 test: $(STAMP)
