@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import logging
 import re
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.conditions import compile_condition
@@ -32,6 +33,7 @@ from app.errors import (
     ServiceUnavailable,
     StoreError,
     Unauthorized,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from app.metrics import Metrics
@@ -426,15 +428,21 @@ def _sse(item: dict[str, Any]) -> bytes:
 
 
 def _last_event_id(value: str | None) -> int | None:
-    if value is None or not value.strip():
+    """The event id of ``Last-Event-ID``; present but empty or not an id is a 400."""
+    if value is None:
         return None
-    try:
-        event_id = int(value)
-        if not 0 <= event_id < 2**63:
-            raise ValueError(value)
-    except ValueError as exc:
-        raise BadRequest("Last-Event-ID must be an event id this server sent") from exc
+    event_id = _event_id(value)
+    if event_id is None:
+        raise BadRequest("Last-Event-ID must be an event id this server sent")
     return event_id
+
+
+def _event_id(value: str) -> int | None:
+    """``value`` as an event id (digits only, below 2**63), or None."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+        return None
+    event_id = int(value)
+    return event_id if event_id < 2**63 else None
 
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -456,8 +464,20 @@ def _check_condition(source: str) -> None:
     compile_condition(source)
 
 
+#: ``Content-Encoding`` values of a request body that are decoded (``x-gzip`` is gzip,
+#: RFC 9110 §8.4.1.3); ``identity`` means none.
+GZIP_ENCODINGS = frozenset({"gzip", "x-gzip"})
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing more than ``limit`` bytes while reading (never buffer more)."""
+    """Read the body, refusing more than ``limit`` bytes while reading (never buffer more).
+
+    A gzip body (``Content-Encoding: gzip``) is decompressed as it arrives and
+    ``limit`` applies to the decoded bytes: a small body that inflates past it is
+    refused as soon as it does, without ever holding more than ``limit`` bytes.
+    Any other encoding is a 415.
+    """
+    gzip = _gzip_encoded(request)
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -465,6 +485,8 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise PayloadTooLarge(f"the request body is limited to {limit} bytes")
         except ValueError as exc:
             raise BadRequest("Content-Length is not a number") from exc
+    if gzip:
+        return await _read_gzip(request, limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -473,6 +495,63 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"the request body is limited to {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _gzip_encoded(request: Request) -> bool:
+    """Whether the body is gzip; raises ``UnsupportedMediaType`` for another encoding."""
+    codings = [
+        coding.strip().lower()
+        for value in request.headers.getlist("content-encoding")
+        for coding in value.split(",")
+    ]
+    codings = [coding for coding in codings if coding and coding != "identity"]
+    if not codings:
+        return False
+    if len(codings) == 1 and codings[0] in GZIP_ENCODINGS:
+        return True
+    raise UnsupportedMediaType(
+        f"Content-Encoding {', '.join(codings)!r} is not supported; send the body "
+        "as it is, or with Content-Encoding: gzip",
+        headers={"Accept-Encoding": "gzip"},
+    )
+
+
+async def _read_gzip(request: Request, limit: int) -> bytes:
+    """Decompress a gzip body (one member or several) as it arrives, at most ``limit``
+    bytes of output in all."""
+    too_large = PayloadTooLarge(f"the request body is limited to {limit} bytes once decompressed")
+    decoder = zlib.decompressobj(wbits=_GZIP_WBITS)
+    chunks: list[bytes] = []
+    size = received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise too_large  # more compressed bytes than the decoded limit
+            data = chunk
+            while data:
+                # Never more out of one call than what is left under the limit, plus one
+                # byte to tell "at the limit" from "over it".
+                piece = decoder.decompress(data, limit - size + 1)
+                size += len(piece)
+                if size > limit:
+                    raise too_large
+                chunks.append(piece)
+                data = decoder.unconsumed_tail
+                if decoder.eof and not data:
+                    # The next member of a multi-member body, if any.
+                    data = decoder.unused_data
+                    if data:
+                        decoder = zlib.decompressobj(wbits=_GZIP_WBITS)
+    except zlib.error as exc:
+        raise BadRequest(f"the request body is not valid gzip data: {exc}") from exc
+    if received and not decoder.eof:
+        raise BadRequest("the request body is not valid gzip data: it ends too early")
+    return b"".join(chunks)
+
+
+#: zlib's window size for a gzip header and trailer (16 + the largest window).
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 class BearerAuth:
@@ -561,13 +640,18 @@ def _bearer_token(scope: Scope) -> bytes | None:
 
 async def problem_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProblemError)
-    return problem_response(exc)
+    return problem_response(exc, exc.headers or None)
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return problem_response(NotFound(f"no route for {request.method} {request.url.path}"))
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route on the path; a path served by
+        # one route per method (GET and POST /v1/workflows) allows all of them.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
     # Starlette's own errors (405 with its Allow header, …) keep their status and headers.
     problem = {
         "type": "about:blank",
@@ -580,8 +664,19 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
         orjson.dumps(problem),
         status_code=exc.status_code,
         media_type=PROBLEM_CONTENT_TYPE,
-        headers=exc.headers,
+        headers=headers,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path, sorted."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
 
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:

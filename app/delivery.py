@@ -165,6 +165,7 @@ class Deliverer:
                         r.status_code,
                         data,
                         retry_after=r.headers.get("retry-after"),
+                        content_length=r.headers.get("content-length"),
                     )
         except TimeoutError:
             return classify_timeout(request.timeout)

@@ -192,11 +192,16 @@ def classify_answer(
     retry_after: str | None = None,
     now: datetime | None = None,
     max_result_bytes: int = MAX_RESULT_BYTES,
+    content_length: str | None = None,
 ) -> AttemptResult:
-    """Turn a handler's HTTP answer into an attempt result (the table in DESIGN §4)."""
+    """Turn a handler's HTTP answer into an attempt result (the table in DESIGN §4).
+
+    ``body`` may be cut short past ``max_result_bytes``; ``content_length`` (the
+    answer's header) then tells its real size.
+    """
     excerpt = _excerpt(body)
     if 200 <= status < 300:
-        return _classify_success(status, body, excerpt, max_result_bytes)
+        return _classify_success(status, body, excerpt, max_result_bytes, content_length)
     if status in _RETRYABLE_STATUSES or status >= 500:
         return AttemptResult.failure(
             StepErrorCode.HTTP_ERROR,
@@ -223,13 +228,26 @@ def classify_answer(
     )
 
 
+def _answer_size(content_length: str | None, read_past: int) -> str:
+    """The size of an answer read only past ``read_past`` bytes: as declared, if it says."""
+    declared = content_length.strip() if content_length else ""
+    if declared.isdigit() and int(declared) > read_past:
+        return f"{int(declared)} bytes"
+    return f"more than {read_past} bytes"
+
+
 def _classify_success(
-    status: int, body: bytes, excerpt: str | None, max_result_bytes: int
+    status: int,
+    body: bytes,
+    excerpt: str | None,
+    max_result_bytes: int,
+    content_length: str | None = None,
 ) -> AttemptResult:
     if len(body) > max_result_bytes:
         return AttemptResult.failure(
             StepErrorCode.RESULT_TOO_LARGE,
-            f"the answer is {len(body)} bytes; results are limited to {max_result_bytes}",
+            f"the answer is {_answer_size(content_length, max_result_bytes)}; "
+            f"results are limited to {max_result_bytes} bytes",
             retryable=False,
             http_status=status,
             excerpt=excerpt,

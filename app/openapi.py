@@ -195,7 +195,9 @@ _WORKFLOW_LINKS = {
 
 # ------------------------------------------------------------------- operations
 
-_NOT_JSON = "The body is not JSON."
+_NOT_JSON = "The body is not JSON (or, with `Content-Encoding: gzip`, not gzip)."
+_ENCODING = "A `Content-Encoding` other than `gzip` or `identity`."
+_GZIP = " A body may be sent with `Content-Encoding: gzip`; its limit applies to the decoded bytes."
 _NO_WORKFLOW = "No such workflow."
 _NO_STEP = "No such workflow, or no such step in it."
 
@@ -246,10 +248,12 @@ OPERATIONS: dict[str, Operation] = {
             400: _NOT_JSON,
             409: "The `id` or `Idempotency-Key` exists with a different body.",
             413: "The body is over 1 MiB.",
-            422: "The body breaks a rule, or the `Idempotency-Key` is not 1 to 255 "
-            "characters without control characters.",
+            415: _ENCODING,
+            422: "The body breaks a rule (a key repeated in an object included), or the "
+            "`Idempotency-Key` is not 1 to 255 characters without control characters.",
         },
         model=WorkflowDocument,
+        description="The body is a JSON object of at most 1 MiB." + _GZIP,
         body=WorkflowCreate,
         body_example=CREATE_EXAMPLE,
         parameters=(_IDEMPOTENCY_KEY,),
@@ -310,9 +314,11 @@ OPERATIONS: dict[str, Operation] = {
             404: _NO_WORKFLOW,
             409: "The workflow is not `pending` or `running`.",
             413: "The body is over 64 KiB.",
+            415: _ENCODING,
             422: "The body is not a valid options object.",
         },
         model=WorkflowDocument,
+        description="The body is optional: an empty one means the defaults." + _GZIP,
         body=CancelRequest,
         body_required=False,
         body_example={"compensate": True},
@@ -351,12 +357,14 @@ OPERATIONS: dict[str, Operation] = {
             404: "The token names a step that does not exist.",
             410: "The step is no longer waiting for this callback.",
             413: "The body is over 1 MiB.",
-            422: "The body is not an object with a boolean `success`.",
+            415: _ENCODING,
+            422: "The body is not an object with a boolean `success` and only the "
+            "fields `success`, `result`, `error` and `retry`.",
         },
         model=CallbackAnswer,
         body_example={"success": True, "result": {"pages": 12}},
         description="The URL is the `callbackUrl` of the step request; the token in it "
-        "is the credential, so no API key is needed.",
+        "is the credential, so no API key is needed." + _GZIP,
         auth=False,
         body=CallbackRequest,
     ),

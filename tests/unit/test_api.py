@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import json
 import re
 import threading
 import time
+import tracemalloc
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -28,8 +31,11 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.datastructures import Secret
 from starlette.exceptions import StarletteDeprecationWarning
+from starlette.requests import Request
 from tortoise import connections
 
+from app.api import read_body
+from app.errors import PayloadTooLarge
 from app.main import CALLBACK_TOKEN_SECRET, create_app
 from app.schemas import MAX_BODY_BYTES, MAX_STEPS
 from app.settings import Settings
@@ -952,6 +958,143 @@ def test_a_streamed_body_over_one_mebibyte_is_a_413(client: TestClient) -> None:
     assert_nothing_stored(client)
 
 
+# ------------------------------------------------------------------ encoded bodies
+
+GZIP = {**AUTH, "Content-Encoding": "gzip"}
+
+
+def test_a_gzip_body_is_decoded(client: TestClient) -> None:
+    content = gzip.compress(json.dumps(workflow(id="zipped", context={"n": 1})).encode())
+    response = client.post("/v1/workflows", content=content, headers=GZIP)
+    assert response.status_code == 201, response.text
+    assert response.json()["context"] == {"n": 1}
+
+
+@pytest.mark.parametrize("encoding", ["x-gzip", "GZIP", "identity, gzip"])
+def test_other_spellings_of_gzip_are_gzip(client: TestClient, encoding: str) -> None:
+    content = gzip.compress(json.dumps(workflow()).encode())
+    response = client.post(
+        "/v1/workflows", content=content, headers={**AUTH, "Content-Encoding": encoding}
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_a_gzip_body_of_several_members_is_decoded_whole(client: TestClient) -> None:
+    raw = json.dumps(workflow(id="members")).encode()
+    content = gzip.compress(raw[:10]) + gzip.compress(raw[10:])
+    response = client.post("/v1/workflows", content=content, headers=GZIP)
+    assert response.status_code == 201, response.text
+
+
+def test_the_limit_applies_to_the_decoded_body(client: TestClient) -> None:
+    at_limit = gzip.compress(_padded_body(MAX_BODY_BYTES))
+    assert len(at_limit) < 10_000
+    response = client.post("/v1/workflows", content=at_limit, headers=GZIP)
+    assert response.status_code == 201, response.text
+    over = gzip.compress(_padded_body(MAX_BODY_BYTES + 1))
+    assert_problem(client.post("/v1/workflows", content=over, headers=GZIP), 413)
+
+
+def test_a_gzip_bomb_is_a_413_at_once(client: TestClient) -> None:
+    started = time.monotonic()
+    response = client.post("/v1/workflows", content=gzip_bomb(256), headers=GZIP)
+    assert_problem(response, 413)
+    assert time.monotonic() - started < 5
+    assert_nothing_stored(client)
+
+
+def gzip_bomb(mebibytes: int) -> bytes:
+    """A gzip stream of ``mebibytes`` MiB of zeros (about 1,000 times smaller)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1024 * 1024)
+    return b"".join([*(compressor.compress(zeros) for _ in range(mebibytes)), compressor.flush()])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(json.dumps(workflow()).encode(), id="not-gzip"),
+        pytest.param(gzip.compress(json.dumps(workflow()).encode())[:-12], id="truncated"),
+        pytest.param(gzip.compress(b"{}") + b"trailing", id="trailing-garbage"),
+    ],
+)
+def test_a_body_that_is_not_gzip_is_a_400(client: TestClient, content: bytes) -> None:
+    problem = assert_problem(client.post("/v1/workflows", content=content, headers=GZIP), 400)
+    assert "gzip" in problem["detail"]
+
+
+@pytest.mark.parametrize("encoding", ["br", "deflate", "gzip, gzip", "compress", "zstd"])
+def test_another_content_encoding_is_a_415(client: TestClient, encoding: str) -> None:
+    response = client.post(
+        "/v1/workflows", json=workflow(), headers={**AUTH, "Content-Encoding": encoding}
+    )
+    assert_problem(response, 415)
+    assert response.headers["accept-encoding"] == "gzip"
+    assert_nothing_stored(client)
+
+
+async def test_a_gzip_bomb_never_holds_more_than_the_limit() -> None:
+    bomb = gzip_bomb(256)
+    chunks = [bomb[offset : offset + 65536] for offset in range(0, len(bomb), 65536)]
+
+    async def receive() -> dict[str, Any]:
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-encoding", b"gzip")]}
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooLarge):
+            await read_body(Request(scope, receive), MAX_BODY_BYTES)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The limit plus a chunk's worth of overhead: never what the bomb inflates to.
+    assert peak < 2 * MAX_BODY_BYTES + len(bomb)
+
+
+# -------------------------------------------------------------- repeated keys and fields
+
+
+def test_a_repeated_key_is_a_422_not_the_last_one_winning(client: TestClient) -> None:
+    content = b'{"id": "a", "id": "b", "steps": [{"id": "s", "url": "https://handler.example/s"}]}'
+    response = client.post("/v1/workflows", content=content, headers=AUTH)
+    assert error_paths(response) == ["id"]
+    assert_nothing_stored(client)
+
+
+def test_a_repeated_key_in_a_cancel_or_a_callback_is_a_422(client: TestClient) -> None:
+    workflow_id = create(client, parked())["id"]
+    cancel = client.post(
+        f"/v1/workflows/{workflow_id}/cancel",
+        content=b'{"compensate": true, "compensate": false}',
+        headers=AUTH,
+    )
+    assert error_paths(cancel) == ["compensate"]
+    token = mint_token(client, CallbackClaim(workflow_id, "a", "run", 1), lifetime=3600)
+    callback = client.post(f"/v1/callbacks/{token}", content=b'{"success": false, "success": true}')
+    assert error_paths(callback) == ["success"]
+
+
+def test_a_callback_with_an_unknown_field_is_a_422(client: TestClient) -> None:
+    workflow_id = create(client, parked())["id"]
+    token = mint_token(client, CallbackClaim(workflow_id, "a", "run", 1), lifetime=3600)
+    response = client.post(f"/v1/callbacks/{token}", json={"success": True, "results": 1})
+    assert messages_at(response, "results") == ["unknown field; did you mean 'result'?"]
+    assert_problem(response, 422)
+
+
+def test_an_integral_float_is_accepted_where_an_integer_is_expected(client: TestClient) -> None:
+    body = workflow(step("a", retries={"maxAttempts": 3.0}))
+    response = client.post("/v1/workflows", json=body, headers=AUTH)
+    assert response.status_code == 201, response.text
+    assert response.json()["steps"][0]["maxAttempts"] == 3
+    half = workflow(step("a", retries={"maxAttempts": 3.5}))
+    assert error_paths(client.post("/v1/workflows", json=half, headers=AUTH)) == [
+        "steps[0].retries.maxAttempts"
+    ]
+
+
 def test_a_body_of_exactly_one_mebibyte_is_read(client: TestClient) -> None:
     content = _padded_body(MAX_BODY_BYTES)
     assert len(content) == MAX_BODY_BYTES
@@ -1407,7 +1550,7 @@ def test_the_event_stream_resumes_after_last_event_id(client: TestClient) -> Non
 
 @pytest.mark.parametrize(
     "last_event_id",
-    ["abc", "1.5", "1; DROP TABLE events", "9223372036854775808", "1" + "0" * 30],
+    ["", "abc", "1.5", "+1", "1_0", "1; DROP TABLE events", "9223372036854775808", "1" + "0" * 30],
 )
 def test_a_bad_last_event_id_is_a_400(client: TestClient, last_event_id: str) -> None:
     workflow_id = create(client, fails_at_once())["id"]
@@ -1540,6 +1683,21 @@ def test_a_wrong_method_is_a_405_problem(client: TestClient, method: str, path: 
     response = client.request(method, path, headers=AUTH)
     assert_problem(response, 405)
     assert "allow" in response.headers
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/v1/workflows", "GET, HEAD, POST"),
+        ("/v1/workflows/x", "GET, HEAD"),
+        ("/v1/workflows/x/cancel", "POST"),
+        ("/healthz", "GET, HEAD"),
+    ],
+)
+def test_a_405_allows_every_method_of_the_path(client: TestClient, path: str, allowed: str) -> None:
+    response = client.request("DELETE", path, headers=AUTH)
+    assert_problem(response, 405)
+    assert response.headers["allow"] == allowed
 
 
 # ---------------------------------------------------------------------- never a 5xx
