@@ -6,9 +6,10 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import re
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -48,7 +49,16 @@ from app.schemas import (
     parse_cancel_request,
     parse_create_request,
 )
-from app.store import LIST_LIMIT_MAX, OutboundRequest, Store, decode_cursor
+from app.store import (
+    EVENTS_LIMIT_DEFAULT,
+    EVENTS_LIMIT_MAX,
+    LIST_LIMIT_DEFAULT,
+    LIST_LIMIT_MAX,
+    OutboundRequest,
+    RenderedEvent,
+    Store,
+    decode_cursor,
+)
 from app.tenants import DEFAULT_NAMESPACE, scoped_id
 from app.tokens import CallbackClaim, CallbackTokens, ExpiredToken, InvalidToken
 
@@ -58,6 +68,12 @@ log = logging.getLogger("baton.api")
 SSE_KEEPALIVE_SECONDS = 15.0
 #: How often an event stream looks for new events.
 SSE_POLL_SECONDS = 0.25
+#: Events an event stream reads and sends at a time.
+SSE_PAGE = 500
+#: Pages of events (of streams and lists) being read and rendered at once in one
+#: process: fifty clients replaying 20,000 events each queue for these, and every
+#: other request goes between two pages instead of behind all of them.
+REPLAY_CONCURRENCY = 2
 MAX_IDEMPOTENCY_KEY = 255
 #: A bearer token longer than this is no key of ours (generated keys are 46 characters).
 MAX_BEARER_TOKEN = 512
@@ -107,6 +123,8 @@ class Api:
         self.metrics: Metrics | None = None
         #: Set by the lifespan: creates hand their root requests to it.
         self.dispatcher: Dispatcher | None = None
+        #: Bounds the event pages read and rendered at once (``REPLAY_CONCURRENCY``).
+        self._replays = asyncio.Semaphore(REPLAY_CONCURRENCY)
         #: The OpenAPI document, built on its first request (per root path).
         self._openapi: dict[str, bytes] = {}
 
@@ -223,16 +241,7 @@ class Api:
         if status is not None and status not in WorkflowStatus.__members__.values():
             allowed = ", ".join(s.value for s in WorkflowStatus)
             errors.append(FieldError("status", f"must be one of {allowed}"))
-        limit = 50
-        if "limit" in params:
-            try:
-                limit = int(params["limit"])
-                if not 1 <= limit <= LIST_LIMIT_MAX:
-                    raise ValueError
-            except ValueError:
-                errors.append(
-                    FieldError("limit", f"must be a whole number from 1 to {LIST_LIMIT_MAX}")
-                )
+        limit = _whole_number_parameter(params, "limit", LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, errors)
         cursor = params.get("cursor") or None
         if cursor is not None:
             try:
@@ -329,16 +338,32 @@ class Api:
     async def events(self, request: Request) -> Response:
         public = _workflow_id(request)
         workflow_id = _scoped(request, public)
+        stream = "text/event-stream" in request.headers.get("accept", "")
+        if stream:
+            after = _last_event_id(request.headers.get("last-event-id"))
+        else:
+            after, limit = _event_page_parameters(request)
         if not await self.store.workflow_exists(workflow_id):
             raise NotFound(f"no workflow '{public}'")
-        if "text/event-stream" in request.headers.get("accept", ""):
-            after = _last_event_id(request.headers.get("last-event-id"))
+        if stream:
             return StreamingResponse(
                 self._event_stream(request, workflow_id, after),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return JSON({"items": await self.store.list_events(workflow_id)})
+        page = await self._event_page(workflow_id, after, limit + 1)
+        more = len(page) > limit
+        page = page[:limit]
+        next_after = str(page[-1].id).encode() if more else b"null"
+        body = b'{"items":[' + b",".join(e.json for e in page) + b'],"nextAfter":' + next_after
+        return Response(body + b"}", media_type="application/json")
+
+    async def _event_page(
+        self, workflow_id: str, after: int | None, limit: int
+    ) -> list[RenderedEvent]:
+        """A page of events, read and rendered in turn with the other pages being served."""
+        async with self._replays:
+            return await self.store.event_page(workflow_id, after=after, limit=limit)
 
     async def _event_stream(
         self, request: Request, workflow_id: str, after: int | None
@@ -346,11 +371,11 @@ class Api:
         last = after
         idle = 0.0
         while True:
-            items = await self.store.list_events(workflow_id, after=last, limit=500)
-            for item in items:
-                last = item["id"]
-                yield _sse(item)
-            if items:
+            page = await self._event_page(workflow_id, last, SSE_PAGE)
+            if page:
+                last = page[-1].id
+                # One write per page: a send per event costs more than the event.
+                yield b"".join(_sse(event) for event in page)
                 idle = 0.0
                 continue
             document = await self.store.get_workflow_status(workflow_id)
@@ -359,8 +384,9 @@ class Api:
                 and not await self.store.has_pending_deliveries(workflow_id)
             ):
                 # Nothing more will happen: flush anything written meanwhile and end.
-                for item in await self.store.list_events(workflow_id, after=last):
-                    yield _sse(item)
+                while page := await self._event_page(workflow_id, last, SSE_PAGE):
+                    last = page[-1].id
+                    yield b"".join(_sse(event) for event in page)
                 return
             if await request.is_disconnected():
                 return
@@ -421,10 +447,40 @@ def _step_id(request: Request) -> str:
 _ID = re.compile(ID_PATTERN)
 
 
-def _sse(item: dict[str, Any]) -> bytes:
-    return (
-        f"id: {item['id']}\nevent: {item['type']}\ndata: ".encode() + orjson.dumps(item) + b"\n\n"
-    )
+def _sse(event: RenderedEvent) -> bytes:
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.type.encode(), event.json)
+
+
+def _event_page_parameters(request: Request) -> tuple[int | None, int]:
+    """``after`` and ``limit`` of ``GET …/events`` (422 naming each bad one)."""
+    params = request.query_params
+    errors: list[FieldError] = []
+    after = None
+    if "after" in params:
+        after = _event_id(params["after"])
+        if after is None:
+            errors.append(FieldError("after", "must be an event id (a whole number from 0)"))
+    limit = _whole_number_parameter(params, "limit", EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX, errors)
+    if errors:
+        raise ValidationFailed(errors, "The query parameters are not valid.")
+    return after, limit
+
+
+def _whole_number_parameter(
+    params: Mapping[str, str], name: str, default: int, most: int, errors: list[FieldError]
+) -> int:
+    """An integer query parameter from 1 to ``most``; ``3`` or ``3.0``, as in JSON Schema."""
+    if name not in params:
+        return default
+    text = params[name].strip()
+    number = float(text) if _DECIMAL.fullmatch(text) else math.nan
+    if not (number.is_integer() and 1 <= number <= most):
+        errors.append(FieldError(name, f"must be a whole number from 1 to {most}"))
+        return default
+    return int(number)
+
+
+_DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{0,20})?([eE][+-]?[0-9]{1,3})?")
 
 
 def _last_event_id(value: str | None) -> int | None:

@@ -39,7 +39,7 @@ from app.documents import (
 from app.engine import WorkflowStatus
 from app.errors import PROBLEM_CONTENT_TYPE
 from app.schemas import ID_PATTERN, CallbackRequest, CancelRequest, WorkflowCreate
-from app.store import LIST_LIMIT_MAX
+from app.store import EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX, LIST_LIMIT_MAX
 
 OPENAPI_VERSION = "3.1.0"
 #: Where the Swagger UI files are served.
@@ -149,6 +149,26 @@ _IDEMPOTENCY_KEY = {
     "answer the workflow first created. 1 to 255 characters, no control characters.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
 }
+_EVENT_PARAMETERS = (
+    {
+        "name": "after",
+        "in": "query",
+        "description": "Only the events after this event id (the `nextAfter` of the "
+        "previous page).",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "description": "Page size.",
+        "schema": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": EVENTS_LIMIT_MAX,
+            "default": EVENTS_LIMIT_DEFAULT,
+        },
+    },
+)
 _LAST_EVENT_ID = {
     "name": "Last-Event-ID",
     "in": "header",
@@ -280,12 +300,18 @@ OPERATIONS: dict[str, Operation] = {
         "listEvents",
         "A workflow's events, as JSON or as a live stream",
         "workflows",
-        {200: "The workflow's events, oldest first."},
-        problems={400: "A `Last-Event-ID` that is not an event id.", 404: _NO_WORKFLOW},
+        {200: "A page of the workflow's events, oldest first."},
+        problems={
+            400: "A `Last-Event-ID` that is empty or not an event id.",
+            404: _NO_WORKFLOW,
+            422: "`after` or `limit` is not valid (each is listed).",
+        },
         model=EventList,
-        description="With `Accept: text/event-stream` the answer is a live "
-        "Server-Sent Events stream of the same events.",
-        parameters=(_LAST_EVENT_ID,),
+        description="Pages of at most `limit` events after the event id `after`; "
+        "`nextAfter` is where the next page starts, null once no more remain. With "
+        "`Accept: text/event-stream` the answer is a live Server-Sent Events stream of "
+        "every event (from `Last-Event-ID` when given) instead.",
+        parameters=(*_EVENT_PARAMETERS, _LAST_EVENT_ID),
         alternatives=_EVENT_STREAM,
     ),
     "get_step": Operation(

@@ -81,6 +81,10 @@ class Where:
         self.parts.append(f"{column(self.model, name)} = {self.param(value)}")
         return self
 
+    def gt(self, name: str, value: Any) -> Where:
+        self.parts.append(f"{column(self.model, name)} > {self.param(value)}")
+        return self
+
     def isin(self, name: str, values: Iterable[Any]) -> Where:
         marks = ", ".join(self.param(v) for v in values)
         self.parts.append(f"{column(self.model, name)} IN ({marks})")
@@ -109,7 +113,7 @@ async def fetch(
 ) -> list[SimpleNamespace]:
     """Rows as plain records with only the named fields, converted as Tortoise would
     (JSON, booleans, times), without building model instances or query objects."""
-    select, names = _projection(model, columns)
+    select, names = projection(model, columns)
     found = []
     for raw in await model._meta.db.execute_query_dict(
         f"{select} WHERE {where.sql}{suffix}", where.params
@@ -128,7 +132,7 @@ async def fetch(
 
 
 @functools.cache
-def _projection(
+def projection(
     model: type[Model], columns: tuple[str, ...]
 ) -> tuple[str, list[tuple[str, str, Callable[[Any], Any] | None]]]:
     """The SELECT … FROM of ``columns`` and how to read each (computed once)."""

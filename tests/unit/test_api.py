@@ -1499,6 +1499,72 @@ def test_events_are_listed_oldest_first(client: TestClient) -> None:
     assert len(set(map(str, ids))) == len(ids)
 
 
+def test_events_come_in_pages(any_db_client: TestClient) -> None:
+    client = any_db_client
+    # Five skipped steps: created, started, five skips, completed.
+    steps = [step(f"s{i}", when="false") for i in range(5)]
+    workflow_id = create(client, workflow(*steps))["id"]
+    wait_for_status(client, workflow_id, {"completed"})
+    url = f"/v1/workflows/{workflow_id}/events"
+    whole = client.get(url, headers=AUTH).json()
+    assert whole["nextAfter"] is None
+    assert len(whole["items"]) == 8
+    pages, after = [], None
+    while True:
+        params = {"limit": 3} if after is None else {"limit": 3, "after": after}
+        page = client.get(url, params=params, headers=AUTH).json()
+        pages.append(page["items"])
+        after = page["nextAfter"]
+        if after is None:
+            break
+        assert after == page["items"][-1]["id"]
+    assert [len(p) for p in pages] == [3, 3, 2]
+    assert [e for p in pages for e in p] == whole["items"]
+    # The stored data is sent as it is, and reads like the rest of the document.
+    created = whole["items"][0]
+    assert created["data"] == {"name": None, "steps": 5}
+    assert created["workflowId"] == workflow_id
+    assert_iso_utc(created["at"])
+    last = whole["items"][-1]["id"]
+    assert client.get(url, params={"after": last}, headers=AUTH).json() == {
+        "items": [],
+        "nextAfter": None,
+    }
+    exact = client.get(url, params={"limit": 8}, headers=AUTH).json()
+    assert exact["nextAfter"] is None and len(exact["items"]) == 8
+    assert client.get(url, params={"limit": "2.0"}, headers=AUTH).json()["nextAfter"] is not None
+
+
+@pytest.mark.parametrize(
+    ("params", "path"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 10_001}, "limit"),
+        ({"limit": 2.5}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "1_0"}, "limit"),
+        ({"after": -1}, "after"),
+        ({"after": "x"}, "after"),
+        ({"after": 2**63}, "after"),
+        ({"after": ""}, "after"),
+    ],
+)
+def test_bad_event_page_parameters_are_a_422(
+    client: TestClient, params: dict[str, Any], path: str
+) -> None:
+    workflow_id = create(client, finishes_at_once())["id"]
+    response = client.get(f"/v1/workflows/{workflow_id}/events", params=params, headers=AUTH)
+    assert error_paths(response) == [path]
+
+
+def test_an_event_page_holds_up_to_ten_thousand(client: TestClient) -> None:
+    workflow_id = create(client, finishes_at_once())["id"]
+    response = client.get(
+        f"/v1/workflows/{workflow_id}/events", params={"limit": 10_000}, headers=AUTH
+    )
+    assert response.status_code == 200, response.text
+
+
 def test_events_of_a_new_workflow_start_with_created_and_started(client: TestClient) -> None:
     workflow_id = create(client, parked())["id"]
     items = client.get(f"/v1/workflows/{workflow_id}/events", headers=AUTH).json()["items"]
