@@ -180,6 +180,7 @@ def create_app(
                 await wakeups.stop()
             await sweeper.stop()
             await runtime.dispatcher.stop(grace=settings.shutdown_grace)
+            await runtime.store.conditions.aclose()
             await deliverer.aclose()
             await close_database()
             process_lock.release()
