@@ -2,39 +2,54 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# A new pyproject.toml means a new install; each kind of install leaves its own stamp.
+HASH := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+RUN_STAMP := $(VENV)/.installed-run-$(HASH)
+TEST_STAMP := $(VENV)/.installed-test-$(HASH)
 
 .PHONY: run test lint format bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The runtime only: what `make run` needs.
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	find $(VENV) -maxdepth 1 -name '.installed-*' ! -name '*-$(HASH)' -delete
+	touch $(RUN_STAMP)
+
+# The runtime and the test toolchain (ruff, mypy, pytest, schemathesis…).
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	find $(VENV) -maxdepth 1 -name '.installed-*' ! -name '*-$(HASH)' -delete
+	touch $(RUN_STAMP) $(TEST_STAMP)
 
-run: $(STAMP)
-	BATON_ALLOW_PRIVATE_NETWORKS=true $(BIN)/uvicorn app.main:app --host 127.0.0.1 --port $${PORT:-8000}
+# A local development run (app/devserver.py): private networks allowed, the public
+# URL derived from PORT unless BATON_PUBLIC_URL is set, Ctrl-C or SIGTERM a clean stop.
+# `exec`: make's own child is the server, so the signals make passes on reach it.
+run: $(RUN_STAMP)
+	exec $(BIN)/python -m app.devserver --port $${PORT:-8000}
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-format: $(STAMP)
+format: $(TEST_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.run --db both

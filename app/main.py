@@ -170,7 +170,13 @@ def create_app(
         # cycles less often saves 10-15 % of the CPU a step costs (bench/storeloop.py).
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
-        log.info("Baton %s ready (owner %s)", __version__, runtime.store.owner)
+        log.info(
+            "Baton %s ready (owner %s); public URL %s (BATON_PUBLIC_URL: the base of "
+            "async steps' callback URLs)",
+            __version__,
+            runtime.store.owner,
+            settings.public_url,
+        )
         try:
             yield
         finally:
