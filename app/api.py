@@ -15,7 +15,13 @@ from typing import Any
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -74,6 +80,8 @@ SSE_PAGE = 500
 #: process: fifty clients replaying 20,000 events each queue for these, and every
 #: other request goes between two pages instead of behind all of them.
 REPLAY_CONCURRENCY = 2
+#: Where ``GET /`` sends a browser: the API's interactive documentation.
+HOME_PAGE = "/docs"
 MAX_IDEMPOTENCY_KEY = 255
 #: A bearer token longer than this is no key of ours (generated keys are 46 characters).
 MAX_BEARER_TOKEN = 512
@@ -130,6 +138,7 @@ class Api:
 
     def routes(self) -> list[BaseRoute]:
         return [
+            Route("/", self.home, methods=["GET"], include_in_schema=False),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
@@ -156,6 +165,9 @@ class Api:
             Route("/docs", self.docs, methods=["GET"], include_in_schema=False),
             Mount(DOCS_ASSETS_PATH, app=docs_assets(), name="docs_assets"),
         ]
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse(request.scope.get("root_path", "") + HOME_PAGE, status_code=302)
 
     # ----------------------------------------------------------------- health
 

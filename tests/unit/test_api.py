@@ -417,6 +417,13 @@ def test_the_auth_scheme_is_case_insensitive(client: TestClient) -> None:
     assert response.status_code == 200, response.text
 
 
+def test_the_root_sends_a_browser_to_the_documentation(client: TestClient) -> None:
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["location"] == "/docs"
+    assert client.get("/").headers["content-type"].startswith("text/html")
+
+
 def test_health_checks_need_no_key(client: TestClient) -> None:
     healthz = client.get("/healthz")
     assert healthz.status_code == 200, healthz.text
@@ -452,6 +459,8 @@ def test_behind_a_root_path_the_key_is_checked_on_the_routes_path(tmp_path: Path
         # The API documentation points "try it out" at the prefixed URLs.
         document = prefixed.get("/baton/openapi.json").json()
         assert document["servers"] == [{"url": "/baton"}]
+        home = prefixed.get("/baton/", follow_redirects=False)
+        assert home.headers["location"] == "/baton/docs"
     with running(tmp_path / "plain") as plain:
         assert "servers" not in plain.get("/openapi.json").json()
 
