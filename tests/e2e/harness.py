@@ -283,7 +283,7 @@ class UvicornProcess:
             log.write(f"=== {self.label} (pid {self.pid}) {message}\n")
 
 
-def _base_environment() -> dict[str, str]:
+def base_environment() -> dict[str, str]:
     # The parent's BATON_* variables must not leak into a server under test.
     env = {key: value for key, value in os.environ.items() if not key.startswith("BATON_")}
     env["PYTHONUNBUFFERED"] = "1"
@@ -336,7 +336,7 @@ class BatonServer(UvicornProcess):
         ]
 
     def environment(self) -> dict[str, str]:
-        env = _base_environment()
+        env = base_environment()
         env.update(
             {
                 "BATON_DATABASE_URL": self.database_url,
@@ -396,7 +396,7 @@ class HandlerApp(UvicornProcess):
         ]
 
     def environment(self) -> dict[str, str]:
-        env = _base_environment()
+        env = base_environment()
         env["HANDLER_SIGNING_SECRET"] = self.signing_secret
         return env
 
