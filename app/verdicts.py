@@ -91,15 +91,22 @@ class ConditionEvaluator:
 
     async def decide(self, checks: Sequence[ConditionCheck]) -> list[Verdict]:
         """The verdict of each check, in order; never raises for the user's expression."""
-        encoded: dict[int, tuple[bytes, bytes]] = {}
+        contexts: dict[int, tuple[bytes, bytes]] = {}
+        ancestries: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
         keyed: list[tuple[_CacheKey, ConditionCheck, bytes, bytes]] = []
         for check in checks:
-            # A batch's checks share their workflow's context: encode and hash it once.
-            context = encoded.get(id(check.context))
+            # A batch's checks share their workflow's context, and siblings share their
+            # ancestors' results (up to 1 MiB each): encode and hash each of them once.
+            context = contexts.get(id(check.context))
             if context is None:
-                context = _encoded(check.context)
-                encoded[id(check.context)] = context
-            steps = _encoded(check.steps)
+                context = contexts[id(check.context)] = _encoded(check.context)
+            identity = tuple(
+                (step_id, state.get("status"), id(state.get("result")), id(state.get("error")))
+                for step_id, state in check.steps.items()
+            )
+            steps = ancestries.get(identity)
+            if steps is None:
+                steps = ancestries[identity] = _encoded(check.steps)
             keyed.append(((check.source, context[1], steps[1]), check, context[0], steps[0]))
         answers: dict[_CacheKey, Verdict] = {}
         for key, check, context_json, steps_json in keyed:

@@ -77,6 +77,26 @@ async def test_the_same_condition_over_the_same_inputs_is_evaluated_once(
     assert time.perf_counter() - started < 10
 
 
+async def test_siblings_reading_one_large_result_encode_it_once(
+    evaluator: ConditionEvaluator,
+) -> None:
+    result = {"blob": "x" * 1_000_000}
+    checks = [
+        check(
+            "size(steps.big.result.blob) > 0",
+            {},
+            {"big": {"status": "completed", "result": result}},
+            step_id=f"s{i}",
+        )
+        for i in range(2_000)
+    ]
+    started = time.perf_counter()
+    assert await evaluator.decide(checks) == [True] * 2_000
+    # Encoding 2,000 copies of a megabyte would take seconds.
+    assert time.perf_counter() - started < 1.0
+    assert evaluator.evaluations == 1
+
+
 async def test_the_cache_is_bounded() -> None:
     conditions = ConditionEvaluator(cache_size=3)
     try:
