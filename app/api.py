@@ -6,15 +6,23 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.conditions import compile_condition
@@ -32,6 +40,7 @@ from app.errors import (
     ServiceUnavailable,
     StoreError,
     Unauthorized,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from app.metrics import Metrics
@@ -46,7 +55,16 @@ from app.schemas import (
     parse_cancel_request,
     parse_create_request,
 )
-from app.store import LIST_LIMIT_MAX, OutboundRequest, Store, decode_cursor
+from app.store import (
+    EVENTS_LIMIT_DEFAULT,
+    EVENTS_LIMIT_MAX,
+    LIST_LIMIT_DEFAULT,
+    LIST_LIMIT_MAX,
+    OutboundRequest,
+    RenderedEvent,
+    Store,
+    decode_cursor,
+)
 from app.store.sql import database_unavailable
 from app.tenants import DEFAULT_NAMESPACE, scoped_id
 from app.tokens import CallbackClaim, CallbackTokens, ExpiredToken, InvalidToken
@@ -57,6 +75,14 @@ log = logging.getLogger("baton.api")
 SSE_KEEPALIVE_SECONDS = 15.0
 #: How often an event stream looks for new events.
 SSE_POLL_SECONDS = 0.25
+#: Events an event stream reads and sends at a time.
+SSE_PAGE = 500
+#: Pages of events (of streams and lists) being read and rendered at once in one
+#: process: fifty clients replaying 20,000 events each queue for these, and every
+#: other request goes between two pages instead of behind all of them.
+REPLAY_CONCURRENCY = 2
+#: Where ``GET /`` sends a browser: the API's interactive documentation.
+HOME_PAGE = "/docs"
 MAX_IDEMPOTENCY_KEY = 255
 #: A bearer token longer than this is no key of ours (generated keys are 46 characters).
 MAX_BEARER_TOKEN = 512
@@ -115,13 +141,16 @@ class Api:
         self.metrics: Metrics | None = None
         #: Set by the lifespan: creates hand their root requests to it.
         self.dispatcher: Dispatcher | None = None
-        #: The OpenAPI document, built on its first request.
-        self._openapi: bytes | None = None
+        #: Bounds the event pages read and rendered at once (``REPLAY_CONCURRENCY``).
+        self._replays = asyncio.Semaphore(REPLAY_CONCURRENCY)
+        #: The OpenAPI document, built on its first request (per root path).
+        self._openapi: dict[str, bytes] = {}
         #: The readiness probe under way, shared by concurrent /readyz requests.
         self._ping: asyncio.Task[None] | None = None
 
     def routes(self) -> list[BaseRoute]:
         return [
+            Route("/", self.home, methods=["GET"], include_in_schema=False),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
@@ -148,6 +177,9 @@ class Api:
             Route("/docs", self.docs, methods=["GET"], include_in_schema=False),
             Mount(DOCS_ASSETS_PATH, app=docs_assets(), name="docs_assets"),
         ]
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse(request.scope.get("root_path", "") + HOME_PAGE, status_code=302)
 
     # ----------------------------------------------------------------- health
 
@@ -180,9 +212,14 @@ class Api:
     # ----------------------------------------------------------------- documentation
 
     async def openapi(self, request: Request) -> Response:
-        if self._openapi is None:
-            self._openapi = orjson.dumps(build_document(self.routes()))
-        return Response(self._openapi, media_type="application/json")
+        root_path: str = request.scope.get("root_path", "")
+        if root_path not in self._openapi:
+            document = build_document(self.routes())
+            if root_path:
+                # Behind a proxy's path prefix, "try it out" must call the prefixed URLs.
+                document["servers"] = [{"url": root_path}]
+            self._openapi[root_path] = orjson.dumps(document)
+        return Response(self._openapi[root_path], media_type="application/json")
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(DOCS_PAGE, headers={"Content-Security-Policy": DOCS_CSP})
@@ -224,7 +261,7 @@ class Api:
         return JSON(
             body,
             status_code=201 if created else 200,
-            headers={"Location": f"/v1/workflows/{body['id']}"},
+            headers={"Location": f"{request.scope.get('root_path', '')}/v1/workflows/{body['id']}"},
         )
 
     def _check_url(self, url: str) -> None:
@@ -237,16 +274,7 @@ class Api:
         if status is not None and status not in WorkflowStatus.__members__.values():
             allowed = ", ".join(s.value for s in WorkflowStatus)
             errors.append(FieldError("status", f"must be one of {allowed}"))
-        limit = 50
-        if "limit" in params:
-            try:
-                limit = int(params["limit"])
-                if not 1 <= limit <= LIST_LIMIT_MAX:
-                    raise ValueError
-            except ValueError:
-                errors.append(
-                    FieldError("limit", f"must be a whole number from 1 to {LIST_LIMIT_MAX}")
-                )
+        limit = _whole_number_parameter(params, "limit", LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, errors)
         cursor = params.get("cursor") or None
         if cursor is not None:
             try:
@@ -343,16 +371,32 @@ class Api:
     async def events(self, request: Request) -> Response:
         public = _workflow_id(request)
         workflow_id = _scoped(request, public)
+        stream = "text/event-stream" in request.headers.get("accept", "")
+        if stream:
+            after = _last_event_id(request.headers.get("last-event-id"))
+        else:
+            after, limit = _event_page_parameters(request)
         if not await self.store.workflow_exists(workflow_id):
             raise NotFound(f"no workflow '{public}'")
-        if "text/event-stream" in request.headers.get("accept", ""):
-            after = _last_event_id(request.headers.get("last-event-id"))
+        if stream:
             return StreamingResponse(
                 self._event_stream(request, workflow_id, after),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return JSON({"items": await self.store.list_events(workflow_id)})
+        page = await self._event_page(workflow_id, after, limit + 1)
+        more = len(page) > limit
+        page = page[:limit]
+        next_after = str(page[-1].id).encode() if more else b"null"
+        body = b'{"items":[' + b",".join(e.json for e in page) + b'],"nextAfter":' + next_after
+        return Response(body + b"}", media_type="application/json")
+
+    async def _event_page(
+        self, workflow_id: str, after: int | None, limit: int
+    ) -> list[RenderedEvent]:
+        """A page of events, read and rendered in turn with the other pages being served."""
+        async with self._replays:
+            return await self.store.event_page(workflow_id, after=after, limit=limit)
 
     async def _event_stream(
         self, request: Request, workflow_id: str, after: int | None
@@ -360,11 +404,11 @@ class Api:
         last = after
         idle = 0.0
         while True:
-            items = await self.store.list_events(workflow_id, after=last, limit=500)
-            for item in items:
-                last = item["id"]
-                yield _sse(item)
-            if items:
+            page = await self._event_page(workflow_id, last, SSE_PAGE)
+            if page:
+                last = page[-1].id
+                # One write per page: a send per event costs more than the event.
+                yield b"".join(_sse(event) for event in page)
                 idle = 0.0
                 continue
             document = await self.store.get_workflow_status(workflow_id)
@@ -373,8 +417,9 @@ class Api:
                 and not await self.store.has_pending_deliveries(workflow_id)
             ):
                 # Nothing more will happen: flush anything written meanwhile and end.
-                for item in await self.store.list_events(workflow_id, after=last):
-                    yield _sse(item)
+                while page := await self._event_page(workflow_id, last, SSE_PAGE):
+                    last = page[-1].id
+                    yield b"".join(_sse(event) for event in page)
                 return
             if await request.is_disconnected():
                 return
@@ -435,22 +480,58 @@ def _step_id(request: Request) -> str:
 _ID = re.compile(ID_PATTERN)
 
 
-def _sse(item: dict[str, Any]) -> bytes:
-    return (
-        f"id: {item['id']}\nevent: {item['type']}\ndata: ".encode() + orjson.dumps(item) + b"\n\n"
-    )
+def _sse(event: RenderedEvent) -> bytes:
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.type.encode(), event.json)
+
+
+def _event_page_parameters(request: Request) -> tuple[int | None, int]:
+    """``after`` and ``limit`` of ``GET …/events`` (422 naming each bad one)."""
+    params = request.query_params
+    errors: list[FieldError] = []
+    after = None
+    if "after" in params:
+        after = _event_id(params["after"])
+        if after is None:
+            errors.append(FieldError("after", "must be an event id (a whole number from 0)"))
+    limit = _whole_number_parameter(params, "limit", EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX, errors)
+    if errors:
+        raise ValidationFailed(errors, "The query parameters are not valid.")
+    return after, limit
+
+
+def _whole_number_parameter(
+    params: Mapping[str, str], name: str, default: int, most: int, errors: list[FieldError]
+) -> int:
+    """An integer query parameter from 1 to ``most``; ``3`` or ``3.0``, as in JSON Schema."""
+    if name not in params:
+        return default
+    text = params[name].strip()
+    number = float(text) if _DECIMAL.fullmatch(text) else math.nan
+    if not (number.is_integer() and 1 <= number <= most):
+        errors.append(FieldError(name, f"must be a whole number from 1 to {most}"))
+        return default
+    return int(number)
+
+
+_DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{0,20})?([eE][+-]?[0-9]{1,3})?")
 
 
 def _last_event_id(value: str | None) -> int | None:
-    if value is None or not value.strip():
+    """The event id of ``Last-Event-ID``; present but empty or not an id is a 400."""
+    if value is None:
         return None
-    try:
-        event_id = int(value)
-        if not 0 <= event_id < 2**63:
-            raise ValueError(value)
-    except ValueError as exc:
-        raise BadRequest("Last-Event-ID must be an event id this server sent") from exc
+    event_id = _event_id(value)
+    if event_id is None:
+        raise BadRequest("Last-Event-ID must be an event id this server sent")
     return event_id
+
+
+def _event_id(value: str) -> int | None:
+    """``value`` as an event id (digits only, below 2**63), or None."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+        return None
+    event_id = int(value)
+    return event_id if event_id < 2**63 else None
 
 
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -472,8 +553,20 @@ def _check_condition(source: str) -> None:
     compile_condition(source)
 
 
+#: ``Content-Encoding`` values of a request body that are decoded (``x-gzip`` is gzip,
+#: RFC 9110 §8.4.1.3); ``identity`` means none.
+GZIP_ENCODINGS = frozenset({"gzip", "x-gzip"})
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing more than ``limit`` bytes while reading (never buffer more)."""
+    """Read the body, refusing more than ``limit`` bytes while reading (never buffer more).
+
+    A gzip body (``Content-Encoding: gzip``) is decompressed as it arrives and
+    ``limit`` applies to the decoded bytes: a small body that inflates past it is
+    refused as soon as it does, without ever holding more than ``limit`` bytes.
+    Any other encoding is a 415.
+    """
+    gzip = _gzip_encoded(request)
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -481,6 +574,8 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise PayloadTooLarge(f"the request body is limited to {limit} bytes")
         except ValueError as exc:
             raise BadRequest("Content-Length is not a number") from exc
+    if gzip:
+        return await _read_gzip(request, limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -489,6 +584,63 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"the request body is limited to {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _gzip_encoded(request: Request) -> bool:
+    """Whether the body is gzip; raises ``UnsupportedMediaType`` for another encoding."""
+    codings = [
+        coding.strip().lower()
+        for value in request.headers.getlist("content-encoding")
+        for coding in value.split(",")
+    ]
+    codings = [coding for coding in codings if coding and coding != "identity"]
+    if not codings:
+        return False
+    if len(codings) == 1 and codings[0] in GZIP_ENCODINGS:
+        return True
+    raise UnsupportedMediaType(
+        f"Content-Encoding {', '.join(codings)!r} is not supported; send the body "
+        "as it is, or with Content-Encoding: gzip",
+        headers={"Accept-Encoding": "gzip"},
+    )
+
+
+async def _read_gzip(request: Request, limit: int) -> bytes:
+    """Decompress a gzip body (one member or several) as it arrives, at most ``limit``
+    bytes of output in all."""
+    too_large = PayloadTooLarge(f"the request body is limited to {limit} bytes once decompressed")
+    decoder = zlib.decompressobj(wbits=_GZIP_WBITS)
+    chunks: list[bytes] = []
+    size = received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise too_large  # more compressed bytes than the decoded limit
+            data = chunk
+            while data:
+                # Never more out of one call than what is left under the limit, plus one
+                # byte to tell "at the limit" from "over it".
+                piece = decoder.decompress(data, limit - size + 1)
+                size += len(piece)
+                if size > limit:
+                    raise too_large
+                chunks.append(piece)
+                data = decoder.unconsumed_tail
+                if decoder.eof and not data:
+                    # The next member of a multi-member body, if any.
+                    data = decoder.unused_data
+                    if data:
+                        decoder = zlib.decompressobj(wbits=_GZIP_WBITS)
+    except zlib.error as exc:
+        raise BadRequest(f"the request body is not valid gzip data: {exc}") from exc
+    if received and not decoder.eof:
+        raise BadRequest("the request body is not valid gzip data: it ends too early")
+    return b"".join(chunks)
+
+
+#: zlib's window size for a gzip header and trailer (16 + the largest window).
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
 class BearerAuth:
@@ -511,7 +663,7 @@ class BearerAuth:
         self._lookup = lookup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
+        path = route_path(scope)
         protected = path.startswith("/v1/") and not path.startswith("/v1/callbacks/")
         if scope["type"] == "http" and protected:
             try:
@@ -551,6 +703,19 @@ class BearerAuth:
         return await self._lookup(text)
 
 
+def route_path(scope: Scope) -> str:
+    """The path the routes see: behind ``--root-path``, ``scope["path"]`` starts with it.
+
+    The same rule as Starlette's router, which matches routes on the path with the
+    root path taken off.
+    """
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
 def _bearer_token(scope: Scope) -> bytes | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
@@ -564,13 +729,18 @@ def _bearer_token(scope: Scope) -> bytes | None:
 
 async def problem_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProblemError)
-    return problem_response(exc)
+    return problem_response(exc, exc.headers or None)
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return problem_response(NotFound(f"no route for {request.method} {request.url.path}"))
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route on the path; a path served by
+        # one route per method (GET and POST /v1/workflows) allows all of them.
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
     # Starlette's own errors (405 with its Allow header, …) keep their status and headers.
     problem = {
         "type": "about:blank",
@@ -583,8 +753,19 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
         orjson.dumps(problem),
         status_code=exc.status_code,
         media_type=PROBLEM_CONTENT_TYPE,
-        headers=exc.headers,
+        headers=headers,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path, sorted."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
 
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:

@@ -2,7 +2,9 @@
 
 A step's ``when`` is compiled once when the workflow is created (a syntax or type
 error is a 422 naming ``steps[i].when``) and evaluated when the step's dependencies
-are settled: ``True`` runs the step, ``False`` skips it, and an error fails it.
+are settled: ``True`` runs the step, ``False`` skips it, and an error fails it. The
+server evaluates nothing itself: app/verdicts.py runs ``decide`` in a worker
+process, under a time and a memory budget.
 docs/conditions.md is the user documentation and records why the CEL runtime is
 cel-expr-python (Google's C++ implementation, cel-cpp).
 
@@ -30,10 +32,14 @@ from app.errors import BatonError
 __all__ = [
     "MAX_CONDITION_LENGTH",
     "Condition",
+    "ConditionCheck",
     "ConditionError",
     "ConditionEvaluationError",
     "ConditionSyntaxError",
+    "Verdict",
     "compile_condition",
+    "decide",
+    "failed_verdict",
 ]
 
 #: Longest accepted source, in characters (DESIGN.md §3: `when` at most 4096).
@@ -123,6 +129,40 @@ class Condition:
             # unreadable input) and TypeError for inputs it cannot take at all.
             raise ConditionEvaluationError(_evaluation_message(str(exc))) from exc
         raise ConditionEvaluationError(message)
+
+
+#: What deciding a `when` gives: True runs the step, False skips it, and a message
+#: says why it could not be evaluated (the step fails with ``condition_error``).
+Verdict = bool | str
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionCheck:
+    """A step's `when` to decide, with what it reads."""
+
+    step_id: str
+    source: str
+    #: The workflow's context.
+    context: Any
+    #: The step's ancestors, as the ``steps`` variable shows them.
+    steps: Mapping[str, Mapping[str, Any]]
+
+
+def failed_verdict(reason: str) -> str:
+    """The step error message of a `when` that could not be evaluated."""
+    return f"`when` could not be evaluated: {reason}"
+
+
+def decide(source: str, context: Any, steps: Mapping[str, Mapping[str, Any]]) -> Verdict:
+    """Evaluate ``source`` here and now: in the condition worker, and in unit tests.
+
+    The server never calls this on its event loop: an expression over a large input
+    can take seconds and gigabytes (app/verdicts.py runs it under a budget).
+    """
+    try:
+        return compile_condition(source).evaluate(context, steps)
+    except ConditionError as exc:
+        return failed_verdict(str(exc))
 
 
 @functools.lru_cache(maxsize=COMPILE_CACHE_SIZE)

@@ -22,6 +22,7 @@ __all__ = [
     "ancestors",
     "dependents_of",
     "descendants",
+    "describe_cycle",
     "find_cycle",
     "topological_order",
 ]
@@ -31,9 +32,28 @@ class CycleError(ValueError):
     """The graph has a cycle, so it has no topological order."""
 
     def __init__(self, cycle: list[str]) -> None:
-        super().__init__("cycle: " + " -> ".join(cycle))
+        super().__init__(describe_cycle(cycle))
         #: The cycle as a path whose first node is repeated at the end.
         self.cycle = cycle
+
+
+#: A cycle longer than this is named by its ends and a count of the steps between.
+CYCLE_SHOWN = 10
+
+
+def describe_cycle(cycle: Sequence[str]) -> str:
+    """``cycle: a -> b -> a``; a long cycle keeps its first and last steps and a count.
+
+    ``cycle`` is a path whose first node is repeated at the end (``find_cycle``).
+    A cycle through 10,000 steps stays a one-line message.
+    """
+    if len(cycle) <= CYCLE_SHOWN + 2:
+        return "cycle: " + " -> ".join(cycle)
+    half = CYCLE_SHOWN // 2
+    hidden = len(cycle) - 2 * half
+    return f"cycle of {len(cycle) - 1:,} steps: " + " -> ".join(
+        [*cycle[:half], f"… {hidden:,} more …", *cycle[-half:]]
+    )
 
 
 def _nodes(graph: Mapping[str, Sequence[str]]) -> list[str]:

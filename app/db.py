@@ -15,6 +15,7 @@ from tortoise.exceptions import BaseORMException
 from tortoise.migrations.api import migrate
 
 from app.errors import ConfigurationError
+from app.files import PRIVATE_FILE, private_directory, private_sqlite_file
 from app.logs import redact_url, redactor
 
 log = logging.getLogger("baton.db")
@@ -29,8 +30,8 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     """The Tortoise config dict for ``database_url`` (``sqlite://…`` or ``postgres://…``)."""
     url = database_url
     if url.startswith("sqlite://") and url != "sqlite://:memory:":
-        path = Path(url.removeprefix("sqlite://").split("?", 1)[0])
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 (in a 0700 folder) before SQLite opens it: it holds secrets.
+        private_sqlite_file(Path(url.removeprefix("sqlite://").split("?", 1)[0]))
         sep = "&" if "?" in url else "?"
         extra = "&".join(f"{k}={v}" for k, v in SQLITE_PRAGMAS.items() if f"{k}=" not in url)
         if extra:
@@ -81,8 +82,8 @@ class SqliteProcessLock:
         if self.path is None:
             return
         lock_path = self.path.with_name(self.path.name + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        private_directory(lock_path.parent)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:

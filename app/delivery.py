@@ -180,6 +180,7 @@ class Deliverer:
                         data,
                         retry_after=r.headers.get("retry-after"),
                         content_type=r.headers.get("content-type"),
+                        content_length=r.headers.get("content-length"),
                     )
         except TimeoutError:
             return classify_timeout(request.timeout)

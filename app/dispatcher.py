@@ -62,7 +62,8 @@ class Dispatcher:
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._rand = random.random
+        # Its own generator: jitter never draws from (or disturbs) the global one.
+        self._rand = random.Random().random
         #: Slots promised to a claim or settle transaction under way.
         self._reserved = 0
         #: The last claim was cut short by the free slots: more may be due already.

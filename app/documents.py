@@ -270,11 +270,14 @@ class EventDocument(BaseModel):
 
 
 class EventList(BaseModel):
-    """A workflow's events, oldest first."""
+    """A page of a workflow's events, oldest first."""
 
     model_config = _CONFIG
 
     items: list[EventDocument]
+    next_after: int | None = Field(
+        description="Pass as `after` for the next page; null when no more events remain."
+    )
 
 
 class CallbackAnswer(BaseModel):

@@ -193,6 +193,7 @@ def classify_answer(
     content_type: str | None = None,
     now: datetime | None = None,
     max_result_bytes: int = MAX_RESULT_BYTES,
+    content_length: str | None = None,
 ) -> AttemptResult:
     """Turn a handler's HTTP answer into an attempt result (the table in DESIGN §4).
 
@@ -200,10 +201,15 @@ def classify_answer(
     excerpt, an error message) has its NUL characters replaced, and a result that
     holds one is an ``invalid_response`` (PostgreSQL cannot store NUL in text or
     JSON, and a result is not rewritten behind the handler's back).
+
+    ``body`` may be cut short past ``max_result_bytes``; ``content_length`` (the
+    answer's header) then tells its real size.
     """
     excerpt = _excerpt(body)
     if 200 <= status < 300:
-        return _classify_success(status, body, excerpt, max_result_bytes, content_type)
+        return _classify_success(
+            status, body, excerpt, max_result_bytes, content_type, content_length
+        )
     if status in _RETRYABLE_STATUSES or status >= 500:
         return AttemptResult.failure(
             StepErrorCode.HTTP_ERROR,
@@ -238,17 +244,27 @@ def _says_json(content_type: str | None) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
+def _answer_size(content_length: str | None, read_past: int) -> str:
+    """The size of an answer read only past ``read_past`` bytes: as declared, if it says."""
+    declared = content_length.strip() if content_length else ""
+    if declared.isdigit() and int(declared) > read_past:
+        return f"{int(declared)} bytes"
+    return f"more than {read_past} bytes"
+
+
 def _classify_success(
     status: int,
     body: bytes,
     excerpt: str | None,
     max_result_bytes: int,
     content_type: str | None = None,
+    content_length: str | None = None,
 ) -> AttemptResult:
     if len(body) > max_result_bytes:
         return AttemptResult.failure(
             StepErrorCode.RESULT_TOO_LARGE,
-            f"the answer is {len(body)} bytes; results are limited to {max_result_bytes}",
+            f"the answer is {_answer_size(content_length, max_result_bytes)}; "
+            f"results are limited to {max_result_bytes} bytes",
             retryable=False,
             http_status=status,
             excerpt=excerpt,

@@ -50,10 +50,18 @@ class ProblemError(BatonError):
     title: ClassVar[str] = "Bad Request"
     type_slug: ClassVar[str] = "bad-request"
 
-    def __init__(self, detail: str, errors: list[FieldError] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        errors: list[FieldError] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []
+        #: Headers the answer carries (``Accept-Encoding`` with a 415, ...).
+        self.headers = headers or {}
 
     def to_problem(self) -> dict[str, Any]:
         return {

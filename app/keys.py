@@ -17,6 +17,7 @@ from pathlib import Path
 from starlette.datastructures import Secret
 
 from app.errors import ConfigurationError
+from app.files import PRIVATE_FILE, private_directory
 from baton.signing import InvalidSecret, decode_secret, generate_secret
 
 log = logging.getLogger("baton.keys")
@@ -65,11 +66,11 @@ def load_or_create(
         if values:
             log.info("using the %s stored in %s", what, path)
             return values
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_directory(path.parent)
     value = generate()
     # O_EXCL + 0600: never widen permissions, never clobber a file another process wrote.
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
     except FileExistsError:
         return load_or_create(configured, path, generate, what)
     with os.fdopen(fd, "w") as handle:

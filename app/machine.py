@@ -8,7 +8,11 @@ conditional updates in one transaction.
 
 The machine never asks for the whole DAG when a little will do: when a task
 needs steps that are not loaded it stops and says which (``Need``); the store
-loads them and calls ``run()`` again. Settling one step loads that step and its
+loads them and calls ``run()`` again. It asks for the verdicts of `when`
+conditions the same way (``Need.conditions``): deciding one may take seconds
+and gigabytes, so the store has them decided in a worker process
+(app/verdicts.py). A machine given an ``evaluate`` function decides them
+itself instead (unit tests do). Settling one step loads that step and its
 direct dependents; only whole-workflow transitions (fail-fast, cancel, timeout,
 finishing, compensation planning) load every step, once.
 """
@@ -23,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from app import dag
-from app.conditions import ConditionError, compile_condition
+from app.conditions import ConditionCheck, Verdict
 from app.engine import (
     AttemptDecision,
     AttemptResult,
@@ -117,10 +121,12 @@ class WorkflowState:
 
 @dataclass(frozen=True, slots=True)
 class Need:
-    """Steps the machine must see before it can go on."""
+    """Steps the machine must see, or verdicts it must have, before it can go on."""
 
     step_ids: frozenset[str] = frozenset()
     all_steps: bool = False
+    #: `when` conditions to decide (``provide_verdicts``): every ready step's at once.
+    conditions: tuple[ConditionCheck, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +225,8 @@ class Machine:
         now: datetime,
         new_run_id: Callable[[], str],
         all_loaded: bool = False,
+        evaluate: Callable[[ConditionCheck], Verdict] | None = None,
+        verdicts: Mapping[str, Verdict] | None = None,
     ) -> None:
         self.workflow = workflow
         self.steps: dict[str, StepState] = dict(steps)
@@ -230,6 +238,10 @@ class Machine:
         self._queue: deque[Task] = deque()
         self._settled = 0
         self._compensation_run: str | None = None
+        #: Decides a condition in place; without it, verdicts are asked for (``Need``).
+        self._evaluate = evaluate
+        #: Verdicts provided, by step id, each used by the step's next READY.
+        self._verdicts: dict[str, Verdict] = dict(verdicts or {})
 
     # ----------------------------------------------------------------- loading
 
@@ -238,6 +250,10 @@ class Machine:
             self.steps.setdefault(step.step_id, step)
         if all_steps:
             self.all_loaded = True
+
+    def provide_verdicts(self, verdicts: Mapping[str, Verdict]) -> None:
+        """The verdicts of conditions asked for in ``Need.conditions``, by step id."""
+        self._verdicts.update(verdicts)
 
     def run(self) -> Need | None:
         """Work through queued tasks; stop with a Need when data is missing, else None."""
@@ -266,9 +282,51 @@ class Machine:
             if not step.condition:
                 return None
             missing = {a for a in dag.ancestors(step_id, self.graph) if a not in self.steps}
+            if not missing and self._wants_verdict(step):
+                return Need(conditions=tuple(self._condition_checks()))
         else:
             missing = set()
         return Need(step_ids=frozenset(missing)) if missing else None
+
+    def _wants_verdict(self, step: StepState) -> bool:
+        """Whether READY must have the verdict of ``step``'s condition, and has none."""
+        return (
+            self._evaluate is None
+            and step.condition is not None
+            and step.status is StepStatus.PENDING
+            and self.may_start
+            and step.step_id not in self._verdicts
+        )
+
+    def _condition_checks(self) -> list[ConditionCheck]:
+        """The conditions of every queued READY step that wants a verdict and can have one
+        (its ancestors are loaded): asked for together, they are decided in one batch."""
+        checks: list[ConditionCheck] = []
+        asked: set[str] = set()
+        for task in self._queue:
+            if task.kind is not TaskKind.READY or task.step_id in asked:
+                continue
+            step = self.steps.get(task.step_id or "")
+            if step is None or not self._wants_verdict(step):
+                continue
+            ancestors = dag.ancestors(step.step_id, self.graph)
+            if all(a in self.steps for a in ancestors):
+                asked.add(step.step_id)
+                checks.append(self._condition_check(step, ancestors))
+        return checks
+
+    def _condition_check(self, step: StepState, ancestors: list[str]) -> ConditionCheck:
+        states = {
+            a: {"status": s.status.value, "result": s.result, "error": s.error}
+            for a in ancestors
+            if (s := self.steps.get(a)) is not None
+        }
+        return ConditionCheck(
+            step.step_id,
+            step.condition or "",
+            self.workflow.context,
+            previous_steps(ancestors, states),
+        )
 
     # ----------------------------------------------------------------- inputs
 
@@ -451,7 +509,11 @@ class Machine:
             self._cancel_step(step, "the workflow is no longer running")
             return
         if step.condition:
-            verdict = self._evaluate(step)
+            verdict = self._verdicts.pop(step.step_id, None)
+            if verdict is None:
+                assert self._evaluate is not None, "READY ran without the verdict it needs"
+                check = self._condition_check(step, dag.ancestors(step.step_id, self.graph))
+                verdict = self._evaluate(check)
             if verdict is False:
                 self._settle(step, StepStatus.SKIPPED)
                 return
@@ -472,19 +534,6 @@ class Machine:
         self.effects.deliveries.append(
             NewDelivery(DeliveryKind.STEP, step.step_id, step.url, step.run_id)
         )
-
-    def _evaluate(self, step: StepState) -> bool | str:
-        try:
-            condition = compile_condition(step.condition or "")
-            ancestors = dag.ancestors(step.step_id, self.graph)
-            states = {
-                a: {"status": s.status.value, "result": s.result, "error": s.error}
-                for a in ancestors
-                if (s := self.steps.get(a)) is not None
-            }
-            return condition.evaluate(self.workflow.context, previous_steps(ancestors, states))
-        except ConditionError as exc:
-            return f"`when` could not be evaluated: {exc}"
 
     def _settle(
         self,
@@ -685,6 +734,7 @@ class Machine:
         for step_id in sorted(targets, key=lambda t: self.steps[t].position):
             step = self.steps[step_id]
             step.run_id = self._new_run_id()
+            self._verdicts.pop(step_id, None)
             self._set(
                 step,
                 status=StepStatus.PENDING,

@@ -183,7 +183,13 @@ def create_app(
         # cycles less often saves 10-15 % of the CPU a step costs (bench/storeloop.py).
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
-        log.info("Baton %s ready (owner %s)", __version__, runtime.store.owner)
+        log.info(
+            "Baton %s ready (owner %s); public URL %s (BATON_PUBLIC_URL: the base of "
+            "async steps' callback URLs)",
+            __version__,
+            runtime.store.owner,
+            settings.public_url,
+        )
         try:
             yield
         finally:
@@ -193,6 +199,7 @@ def create_app(
                 await wakeups.stop()
             await sweeper.stop()
             await runtime.dispatcher.stop(grace=settings.shutdown_grace)
+            await runtime.store.conditions.aclose()
             try:
                 await runtime.store.retire()
             except Exception as exc:

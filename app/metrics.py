@@ -22,8 +22,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-#: Event types counted as step and workflow transitions.
-TRANSITIONS = (
+#: Every event type of DESIGN §6, exported from the start (at 0 until one happens).
+EVENT_TYPES = (
+    "workflow.created",
+    "workflow.started",
     "step.started",
     "step.completed",
     "step.failed",
@@ -33,10 +35,11 @@ TRANSITIONS = (
     "workflow.completed",
     "workflow.failed",
     "workflow.cancelled",
-    "workflow.compensated",
-    "workflow.compensation_failed",
+    "workflow.compensating",
     "compensation.completed",
     "compensation.failed",
+    "workflow.compensated",
+    "workflow.compensation_failed",
     "callback.delivered",
     "callback.failed",
 )
@@ -52,10 +55,11 @@ class _EventCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
             "baton_events",
-            "Workflow and step transitions recorded by this process, by event type.",
+            "Events (workflow and step transitions) recorded by this process, by type.",
             labels=["type"],
         )
-        for event_type in TRANSITIONS:
+        # A type recorded that the list does not know yet is exported too.
+        for event_type in (*EVENT_TYPES, *sorted(set(self.tally) - set(EVENT_TYPES))):
             family.add_metric([event_type], float(self.tally.get(event_type, 0)))
         yield family
 

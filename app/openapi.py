@@ -39,7 +39,7 @@ from app.documents import (
 from app.engine import WorkflowStatus
 from app.errors import PROBLEM_CONTENT_TYPE
 from app.schemas import ID_PATTERN, CallbackRequest, CancelRequest, WorkflowCreate
-from app.store import LIST_LIMIT_MAX
+from app.store import EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX, LIST_LIMIT_MAX
 
 OPENAPI_VERSION = "3.1.0"
 #: Where the Swagger UI files are served.
@@ -149,6 +149,26 @@ _IDEMPOTENCY_KEY = {
     "answer the workflow first created. 1 to 255 characters, no control characters.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
 }
+_EVENT_PARAMETERS = (
+    {
+        "name": "after",
+        "in": "query",
+        "description": "Only the events after this event id (the `nextAfter` of the "
+        "previous page).",
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "description": "Page size.",
+        "schema": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": EVENTS_LIMIT_MAX,
+            "default": EVENTS_LIMIT_DEFAULT,
+        },
+    },
+)
 _LAST_EVENT_ID = {
     "name": "Last-Event-ID",
     "in": "header",
@@ -195,7 +215,9 @@ _WORKFLOW_LINKS = {
 
 # ------------------------------------------------------------------- operations
 
-_NOT_JSON = "The body is not JSON."
+_NOT_JSON = "The body is not JSON (or, with `Content-Encoding: gzip`, not gzip)."
+_ENCODING = "A `Content-Encoding` other than `gzip` or `identity`."
+_GZIP = " A body may be sent with `Content-Encoding: gzip`; its limit applies to the decoded bytes."
 _NO_WORKFLOW = "No such workflow."
 _NO_STEP = "No such workflow, or no such step in it."
 
@@ -246,10 +268,12 @@ OPERATIONS: dict[str, Operation] = {
             400: _NOT_JSON,
             409: "The `id` or `Idempotency-Key` exists with a different body.",
             413: "The body is over 1 MiB.",
-            422: "The body breaks a rule, or the `Idempotency-Key` is not 1 to 255 "
-            "characters without control characters.",
+            415: _ENCODING,
+            422: "The body breaks a rule (a key repeated in an object included), or the "
+            "`Idempotency-Key` is not 1 to 255 characters without control characters.",
         },
         model=WorkflowDocument,
+        description="The body is a JSON object of at most 1 MiB." + _GZIP,
         body=WorkflowCreate,
         body_example=CREATE_EXAMPLE,
         parameters=(_IDEMPOTENCY_KEY,),
@@ -276,12 +300,18 @@ OPERATIONS: dict[str, Operation] = {
         "listEvents",
         "A workflow's events, as JSON or as a live stream",
         "workflows",
-        {200: "The workflow's events, oldest first."},
-        problems={400: "A `Last-Event-ID` that is not an event id.", 404: _NO_WORKFLOW},
+        {200: "A page of the workflow's events, oldest first."},
+        problems={
+            400: "A `Last-Event-ID` that is empty or not an event id.",
+            404: _NO_WORKFLOW,
+            422: "`after` or `limit` is not valid (each is listed).",
+        },
         model=EventList,
-        description="With `Accept: text/event-stream` the answer is a live "
-        "Server-Sent Events stream of the same events.",
-        parameters=(_LAST_EVENT_ID,),
+        description="Pages of at most `limit` events after the event id `after`; "
+        "`nextAfter` is where the next page starts, null once no more remain. With "
+        "`Accept: text/event-stream` the answer is a live Server-Sent Events stream of "
+        "every event (from `Last-Event-ID` when given) instead.",
+        parameters=(*_EVENT_PARAMETERS, _LAST_EVENT_ID),
         alternatives=_EVENT_STREAM,
     ),
     "get_step": Operation(
@@ -310,9 +340,11 @@ OPERATIONS: dict[str, Operation] = {
             404: _NO_WORKFLOW,
             409: "The workflow is not `pending` or `running`.",
             413: "The body is over 64 KiB.",
+            415: _ENCODING,
             422: "The body is not a valid options object.",
         },
         model=WorkflowDocument,
+        description="The body is optional: an empty one means the defaults." + _GZIP,
         body=CancelRequest,
         body_required=False,
         body_example={"compensate": True},
@@ -351,12 +383,14 @@ OPERATIONS: dict[str, Operation] = {
             404: "The token names a step that does not exist.",
             410: "The step is no longer waiting for this callback.",
             413: "The body is over 1 MiB.",
-            422: "The body is not an object with a boolean `success`.",
+            415: _ENCODING,
+            422: "The body is not an object with a boolean `success` and only the "
+            "fields `success`, `result`, `error` and `retry`.",
         },
         model=CallbackAnswer,
         body_example={"success": True, "result": {"pages": 12}},
         description="The URL is the `callbackUrl` of the step request; the token in it "
-        "is the credential, so no API key is needed.",
+        "is the credential, so no API key is needed." + _GZIP,
         auth=False,
         body=CallbackRequest,
     ),
@@ -533,22 +567,23 @@ def docs_assets() -> StaticFiles:
 
 
 #: Swagger UI pointed at ``/openapi.json``. ``validatorUrl: null`` turns off its default
-#: of sending the document to an online validator.
+#: of sending the document to an online validator. Its URLs are relative to ``/docs`` so
+#: that the page also works behind a proxy that serves Baton under a path prefix.
 DOCS_PAGE = f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Baton API</title>
-<link rel="icon" type="image/png" href="{DOCS_ASSETS_PATH}/favicon-32x32.png">
-<link rel="stylesheet" href="{DOCS_ASSETS_PATH}/swagger-ui.css">
+<link rel="icon" type="image/png" href="{DOCS_ASSETS_PATH[1:]}/favicon-32x32.png">
+<link rel="stylesheet" href="{DOCS_ASSETS_PATH[1:]}/swagger-ui.css">
 </head>
 <body>
 <div id="swagger-ui"></div>
-<script src="{DOCS_ASSETS_PATH}/swagger-ui-bundle.js"></script>
+<script src="{DOCS_ASSETS_PATH[1:]}/swagger-ui-bundle.js"></script>
 <script>
 window.ui = SwaggerUIBundle({{
-  url: "/openapi.json",
+  url: "openapi.json",
   dom_id: "#swagger-ui",
   deepLinking: true,
   validatorUrl: null,

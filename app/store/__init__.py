@@ -66,7 +66,14 @@ from app.store.claiming import Claiming
 from app.store.creating import Creating
 from app.store.credentials import ApiKeyInfo, Credentials, SecretInfo, secret_fingerprint
 from app.store.liveness import Liveness
-from app.store.reading import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, Reading
+from app.store.reading import (
+    EVENTS_LIMIT_DEFAULT,
+    EVENTS_LIMIT_MAX,
+    LIST_LIMIT_DEFAULT,
+    LIST_LIMIT_MAX,
+    Reading,
+    RenderedEvent,
+)
 from app.store.render import decode_cursor, encode_cursor
 from app.store.rows import utcnow
 from app.store.settling import Settling
@@ -74,10 +81,13 @@ from app.store.sql import retry_transaction
 from app.store.work import OutboundRequest, Report, SettleSummary
 
 __all__ = [
+    "EVENTS_LIMIT_DEFAULT",
+    "EVENTS_LIMIT_MAX",
     "LIST_LIMIT_DEFAULT",
     "LIST_LIMIT_MAX",
     "ApiKeyInfo",
     "OutboundRequest",
+    "RenderedEvent",
     "Report",
     "SecretInfo",
     "SettleSummary",

@@ -9,6 +9,10 @@ requests is claimed for this process, to be sent without a claim round.
 
 Ids and ``Idempotency-Key``s are scoped by namespace; the same id or key with
 the same body answers the stored workflow, with another body ``Conflict``.
+
+`when` conditions decided at creation — the roots', and those of steps their
+skips or failures make ready — are decided before the create joins a group
+commit, so that no transaction waits for a condition worker.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from app import dag
+from app.conditions import ConditionCheck, Verdict
 from app.engine import Backoff, RetryPolicy, StepStatus, WorkflowStatus
 from app.errors import Conflict, StoreError
 from app.machine import Machine
@@ -56,6 +61,8 @@ class PendingCreate:
     budget: Handoff
     #: The status document, or the exception the insert raised.
     future: asyncio.Future[dict[str, Any]]
+    #: Verdicts of the conditions the start of the workflow decides, by step id.
+    verdicts: dict[str, Verdict]
 
 
 def settle_future(future: asyncio.Future[Any], outcome: Any) -> None:
@@ -113,6 +120,7 @@ class Creating(StoreCore):
             idempotency_key,
             budget,
             asyncio.get_running_loop().create_future(),
+            await self._start_verdicts(spec, workflow_id),
         )
         self._creates.append(pending)
         if self._creating is None or self._creating.done():
@@ -151,86 +159,51 @@ class Creating(StoreCore):
         assert document is not None
         return document
 
+    async def _start_verdicts(self, spec: WorkflowCreate, workflow_id: str) -> dict[str, Verdict]:
+        """Decide the conditions that starting the workflow needs, outside any transaction.
+
+        Usually those of the roots, which read only the context. A step whose every
+        dependency has a condition may be made ready at the start too (they may all
+        be skipped): then the machine is started on throwaway rows and given verdicts
+        until it needs no more, and the real start finds the same steps ready.
+        """
+        conditional = {s.id for s in spec.steps if s.when}
+        if not conditional:
+            return {}
+        if any(s.depends_on and conditional.issuperset(s.depends_on) for s in spec.steps if s.when):
+            return await self._verdicts_of_a_trial_start(spec, workflow_id)
+        roots = [s for s in spec.steps if s.when and not s.depends_on]
+        checks = [ConditionCheck(s.id, s.when or "", spec.context, {}) for s in roots]
+        verdicts = await self.conditions.decide(checks)
+        return {c.step_id: v for c, v in zip(checks, verdicts, strict=True)}
+
+    async def _verdicts_of_a_trial_start(
+        self, spec: WorkflowCreate, workflow_id: str
+    ) -> dict[str, Verdict]:
+        _, _, machine, _ = _started(spec, workflow_id, "", None, {})
+        decided: dict[str, Verdict] = {}
+        while (need := machine.run()) is not None:
+            assert need.conditions, "a new workflow has every step in memory"
+            verdicts = await self.conditions.decide(need.conditions)
+            given = {c.step_id: v for c, v in zip(need.conditions, verdicts, strict=True)}
+            decided.update(given)
+            machine.provide_verdicts(given)
+        return decided
+
     def _prepare_workflow(
         self, create: PendingCreate, writes: Writes
     ) -> tuple[SimpleNamespace, list[SimpleNamespace], Graph]:
         """The rows of a new workflow and its steps in the state the machine leaves them
         in after start (rather than inserted and then updated); its first requests and
         events are collected in ``writes``."""
-        spec, workflow_id = create.spec, create.workflow_id
-        request_hash, idempotency_key = create.request_hash, create.idempotency_key
-        now = utcnow()
-        deps = {s.id: list(s.depends_on) for s in spec.steps}
-        dependents = dag.dependents_of(deps)
-        workflow = SimpleNamespace(
-            id=workflow_id,
-            name=spec.name,
-            status=WorkflowStatus.RUNNING,
-            context=spec.context,
-            saga=spec.saga,
-            fail_fast=spec.fail_fast,
-            timeout=spec.timeout,
-            on_complete=spec.on_complete,
-            on_error=spec.on_error,
-            namespace=namespace_of(workflow_id),
-            created_at=now,
-            started_at=now,
-            completed_at=None,
-            deadline_at=now + timedelta(seconds=spec.timeout),
-            error=None,
-            request_hash=request_hash,
-            idempotency_key=idempotency_key,
-            open_steps=len(spec.steps),
-            step_count=len(spec.steps),
-            failed_step=None,
-            end_reason=None,
-            compensation_started=False,
-            completions=0,
-            previous_steps=spec.previous_steps,
-            reopened=0,
+        workflow, rows, machine, graph = _started(
+            create.spec,
+            create.workflow_id,
+            create.request_hash,
+            create.idempotency_key,
+            create.verdicts,
         )
-        rows = [
-            SimpleNamespace(
-                workflow_id=workflow_id,
-                step_id=s.id,
-                position=position,
-                url=s.url,
-                depends_on=list(s.depends_on),
-                dependents=dependents[s.id],
-                deps_remaining=len(s.depends_on),
-                status=StepStatus.PENDING,
-                attempts=0,
-                retry=RetryPolicy(
-                    max_attempts=s.retries.max_attempts,
-                    backoff=Backoff(s.retries.backoff),
-                    delay=s.retries.delay,
-                    max_delay=s.retries.max_delay,
-                    jitter=s.retries.jitter,
-                ).to_dict(),
-                timeout=s.timeout,
-                compensation=s.compensation,
-                condition=s.when,
-                continue_on_failure=s.continue_on_failure,
-                started_at=None,
-                completed_at=None,
-                completion_seq=None,
-                result=None,
-                error=None,
-                compensation_status=None,
-                run_id=new_run_id(),
-            )
-            for position, s in enumerate(spec.steps)
-        ]
-        machine = Machine(
-            workflow_state(workflow),
-            {r.step_id: step_state(r, None) for r in rows},
-            graph=deps,
-            now=now,
-            new_run_id=new_run_id,
-            all_loaded=True,
-        )
-        machine.start()
-        assert machine.run() is None  # every step is in memory
+        assert machine.run() is None  # every step is in memory, every verdict given
         collected = len(writes.steps)
         loaded = {r.step_id: StepGuard(str(r.status), r.attempts, r.run_id) for r in rows}
         self._collect(machine, loaded, create.budget, writes)
@@ -239,9 +212,9 @@ class Creating(StoreCore):
             for name, value in changes.items():
                 setattr(by_id[step_id], name, value)
         del writes.steps[collected:]
-        for name, value in writes.workflows.pop(workflow_id, {}).items():
+        for name, value in writes.workflows.pop(workflow.id, {}).items():
             setattr(workflow, name, value)
-        return workflow, rows, Graph(deps, dependents)
+        return workflow, rows, graph
 
     async def _insert_creates(self) -> None:
         """Insert the creates waiting, all of them in one transaction (group commit)."""
@@ -272,3 +245,86 @@ class Creating(StoreCore):
         for create, (workflow, rows, graph) in zip(batch, prepared, strict=True):
             self.graphs.remember(workflow.id, graph.depends_on, graph.dependents)
             settle_future(create.future, status_document(workflow, rows))
+
+
+def _started(
+    spec: WorkflowCreate,
+    workflow_id: str,
+    request_hash: str,
+    idempotency_key: str | None,
+    verdicts: dict[str, Verdict],
+) -> tuple[SimpleNamespace, list[SimpleNamespace], Machine, Graph]:
+    """A new workflow's rows, a machine over them that has been started, its graph."""
+    now = utcnow()
+    deps = {s.id: list(s.depends_on) for s in spec.steps}
+    dependents = dag.dependents_of(deps)
+    workflow = SimpleNamespace(
+        id=workflow_id,
+        name=spec.name,
+        status=WorkflowStatus.RUNNING,
+        context=spec.context,
+        saga=spec.saga,
+        fail_fast=spec.fail_fast,
+        timeout=spec.timeout,
+        on_complete=spec.on_complete,
+        on_error=spec.on_error,
+        namespace=namespace_of(workflow_id),
+        created_at=now,
+        started_at=now,
+        completed_at=None,
+        deadline_at=now + timedelta(seconds=spec.timeout),
+        error=None,
+        request_hash=request_hash,
+        idempotency_key=idempotency_key,
+        open_steps=len(spec.steps),
+        step_count=len(spec.steps),
+        failed_step=None,
+        end_reason=None,
+        compensation_started=False,
+        completions=0,
+        previous_steps=spec.previous_steps,
+        reopened=0,
+    )
+    rows = [
+        SimpleNamespace(
+            workflow_id=workflow_id,
+            step_id=s.id,
+            position=position,
+            url=s.url,
+            depends_on=list(s.depends_on),
+            dependents=dependents[s.id],
+            deps_remaining=len(s.depends_on),
+            status=StepStatus.PENDING,
+            attempts=0,
+            retry=RetryPolicy(
+                max_attempts=s.retries.max_attempts,
+                backoff=Backoff(s.retries.backoff),
+                delay=s.retries.delay,
+                max_delay=s.retries.max_delay,
+                jitter=s.retries.jitter,
+            ).to_dict(),
+            timeout=s.timeout,
+            compensation=s.compensation,
+            condition=s.when,
+            continue_on_failure=s.continue_on_failure,
+            started_at=None,
+            completed_at=None,
+            completion_seq=None,
+            result=None,
+            error=None,
+            compensation_status=None,
+            run_id=new_run_id(),
+        )
+        for position, s in enumerate(spec.steps)
+    ]
+    machine = Machine(
+        workflow_state(workflow),
+        {r.step_id: step_state(r, None) for r in rows},
+        graph=deps,
+        now=now,
+        new_run_id=new_run_id,
+        all_loaded=True,
+        verdicts=verdicts,
+    )
+    machine.start()
+    return workflow, rows, machine, Graph(deps, dependents)

@@ -5,6 +5,7 @@ Reads take no locks and change nothing; they may run outside a transaction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from tortoise.exceptions import OperationalError
@@ -15,6 +16,7 @@ from app.engine import WorkflowStatus
 from app.errors import StoreError
 from app.models import Attempt, Delivery, Event, Step, Workflow
 from app.store.render import (
+    EventRenderer,
     attempt_document,
     decode_cursor,
     encode_cursor,
@@ -24,10 +26,23 @@ from app.store.render import (
     summary,
 )
 from app.store.session import StoreCore
+from app.store.sql import Where, projection
 from app.tenants import DEFAULT_NAMESPACE, public_id, scoped_id
 
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 500
+#: Events per page of ``GET …/events`` (DESIGN §3).
+EVENTS_LIMIT_DEFAULT = 1000
+EVENTS_LIMIT_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEvent:
+    """An event as the API sends it: its id, its type, and its document as JSON."""
+
+    id: int
+    type: str
+    json: bytes
 
 
 async def load_status_document(workflow_id: str) -> dict[str, Any] | None:
@@ -37,6 +52,9 @@ async def load_status_document(workflow_id: str) -> dict[str, Any] | None:
         return None
     steps = await Step.filter(workflow_id=workflow_id).order_by("position")
     return status_document(workflow, steps)
+
+
+_EVENT_COLUMNS = ("id", "type", "step_id", "at", "data")
 
 
 class Reading(StoreCore):
@@ -99,6 +117,21 @@ class Reading(StoreCore):
         if step is None:
             return None
         return {"dependsOn": list(step.depends_on), "dependedOnBy": list(step.dependents)}
+
+    async def event_page(
+        self, workflow_id: str, *, after: int | None = None, limit: int
+    ) -> list[RenderedEvent]:
+        """Up to ``limit`` of the workflow's events after the event id ``after``, oldest
+        first, already rendered (read as plain rows, their data never decoded)."""
+        where = Where(Event).eq("workflow_id", workflow_id)
+        if after is not None:
+            where.gt("id", after)
+        select, _ = projection(Event, _EVENT_COLUMNS)
+        rows = await Event._meta.db.execute_query_dict(
+            f'{select} WHERE {where.sql} ORDER BY "id" LIMIT {int(limit)}', where.params
+        )
+        renderer = EventRenderer(workflow_id, Event._meta.fields_map["at"].to_python_value)
+        return [RenderedEvent(row["id"], row["type"], renderer.render(row)) for row in rows]
 
     async def workflow_exists(self, workflow_id: str) -> bool:
         return await Workflow.filter(id=workflow_id).exists()

@@ -57,6 +57,7 @@ from app.store.sql import (
     update_many,
 )
 from app.store.work import Handoff
+from app.verdicts import ConditionEvaluator
 
 log = logging.getLogger("baton.store")
 
@@ -154,6 +155,8 @@ class StoreCore:
     def __init__(self, *, owner: str | None = None) -> None:
         #: Identifies this process in leases.
         self.owner = owner or f"baton-{uuid.uuid4().hex[:12]}"
+        #: Decides `when` conditions in a worker process, started on first use.
+        self.conditions = ConditionEvaluator()
         self.graphs = GraphCache()
         #: Events written by this process, by type (for metrics). A transaction that
         #: loses a race and runs again is counted once per run.
@@ -262,6 +265,10 @@ class StoreCore:
                     for workflow_id, (session, need) in needs.items()
                 }
             )
+            checks = [(s, c) for s, need in needs.values() for c in need.conditions]
+            verdicts = await self.conditions.decide([c for _, c in checks]) if checks else []
+            for (session, check), verdict in zip(checks, verdicts, strict=True):
+                session.machine.provide_verdicts({check.step_id: verdict})
             for workflow_id, (session, need) in needs.items():
                 session.machine.provide(
                     states.get(workflow_id, {}).values(), all_steps=need.all_steps

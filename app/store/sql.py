@@ -113,6 +113,10 @@ class Where:
         self.parts.append(f"{column(self.model, name)} < {self.param(value)}")
         return self
 
+    def gt(self, name: str, value: Any) -> Where:
+        self.parts.append(f"{column(self.model, name)} > {self.param(value)}")
+        return self
+
     def raw(self, condition: str) -> Where:
         """A condition written in SQL (no parameters), for what the others cannot say."""
         self.parts.append(condition)
@@ -153,7 +157,7 @@ async def fetch(
     (JSON, booleans, times), without building model instances or query objects.
 
     Columns named in ``raw`` are left as the driver gives them (JSON as its text)."""
-    select, names = _projection(model, columns, raw)
+    select, names = projection(model, columns, raw)
     found = []
     for row in await model._meta.db.execute_query_dict(
         f"{select} WHERE {where.sql}{suffix}", where.params
@@ -172,7 +176,7 @@ async def fetch(
 
 
 @functools.cache
-def _projection(
+def projection(
     model: type[Model], columns: tuple[str, ...], raw: tuple[str, ...] = ()
 ) -> tuple[str, list[tuple[str, str, Callable[[Any], Any] | None]]]:
     """The SELECT … FROM of ``columns`` and how to read each (computed once)."""

@@ -4,59 +4,37 @@ Run it next to a Baton server (see README.md in this folder)::
 
     .venv/bin/uvicorn examples.orders.app:app --port 9000
 
-The signing secret comes from ``BATON_SIGNING_SECRET`` (or the server's own
-``BATON_SIGNING_SECRETS``), else from the first line of ``data/signing-secret``, the
-file Baton writes on first start (``BATON_DATA_DIR`` moves it, as it does for the
-server). Several comma-separated secrets are accepted, for rotation.
+``GET /workflow.json`` answers the example workflow with its URLs pointing at this
+app, on whatever port it runs. The signing secret comes from ``BATON_SIGNING_SECRET``
+(or the server's own ``BATON_SIGNING_SECRETS``), else from the first line of
+``data/signing-secret``: see ``examples.common.load_secrets``.
 
-Setting ``context.failAt`` to a step id makes that step fail for good, which shows
-saga compensation: a failed ``fulfill`` refunds the charge.
+Setting ``context.failAt`` to a step id (``/workflow.json?failAt=fulfill``) makes
+that step fail for good, which shows saga compensation: a failed ``fulfill`` refunds
+the charge.
 """
 
 from __future__ import annotations
 
 import secrets as _random
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from starlette.applications import Starlette
-from starlette.config import Config
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from baton.signing import InvalidSignature, Signer
 from baton.starlette import StepFailed, StepRequest, step_endpoint, verify_request
+from examples.common import load_secrets, workflow_endpoint
 
-SECRET_FILE_NAME = "signing-secret"
+__all__ = ["app", "create_app", "load_secrets"]
 
-
-def load_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Return the signing secrets from the environment or from Baton's data directory.
-
-    Raises:
-        RuntimeError: no secret is configured and the server has not written one yet.
-    """
-    config = Config(environ=environ) if environ is not None else Config()
-    value = config("BATON_SIGNING_SECRET", default="") or config(
-        "BATON_SIGNING_SECRETS", default=""
-    )
-    if not value:
-        path = Path(config("BATON_DATA_DIR", default="data")) / SECRET_FILE_NAME
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise RuntimeError(
-                f"no signing secret: set BATON_SIGNING_SECRET, or start Baton once "
-                f"from this directory so that it writes {path}"
-            ) from None
-        value = lines[0] if lines else ""
-    secrets = [s.strip() for s in value.split(",") if s.strip()]
-    if not secrets:
-        raise RuntimeError("the signing secret is empty")
-    return secrets
+#: The example workflow, its URLs as paths of this app.
+WORKFLOW = Path(__file__).with_name("workflow.json")
 
 
 class FakePayments:
@@ -189,6 +167,7 @@ def create_app(secrets: list[str] | None = None) -> Starlette:
     routes += [
         Route("/hooks/done", hook_endpoint("done", signer), methods=["POST"]),
         Route("/hooks/failed", hook_endpoint("failed", signer), methods=["POST"]),
+        Route("/workflow.json", workflow_endpoint(WORKFLOW), methods=["GET"]),
     ]
     return Starlette(routes=routes)
 

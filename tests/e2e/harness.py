@@ -76,6 +76,21 @@ def random_api_key() -> str:
     return "bk_" + secrets.token_urlsafe(24)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has spent so far, from ``/proc/<pid>/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command name: state is field 3, utime and stime fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_memory_kib(pid: int) -> int:
+    """The most resident memory a process has had (``VmHWM``), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise LookupError(f"no VmHWM for process {pid}")
+
+
 def tail(path: Path, lines: int = 80) -> str:
     """The last ``lines`` lines of a log file, or a note saying it is missing."""
     try:
@@ -268,7 +283,7 @@ class UvicornProcess:
             log.write(f"=== {self.label} (pid {self.pid}) {message}\n")
 
 
-def _base_environment() -> dict[str, str]:
+def base_environment() -> dict[str, str]:
     # The parent's BATON_* variables must not leak into a server under test.
     env = {key: value for key, value in os.environ.items() if not key.startswith("BATON_")}
     env["PYTHONUNBUFFERED"] = "1"
@@ -321,7 +336,7 @@ class BatonServer(UvicornProcess):
         ]
 
     def environment(self) -> dict[str, str]:
-        env = _base_environment()
+        env = base_environment()
         env.update(
             {
                 "BATON_DATABASE_URL": self.database_url,
@@ -381,7 +396,7 @@ class HandlerApp(UvicornProcess):
         ]
 
     def environment(self) -> dict[str, str]:
-        env = _base_environment()
+        env = base_environment()
         env["HANDLER_SIGNING_SECRET"] = self.signing_secret
         return env
 
@@ -583,9 +598,17 @@ class BatonClient:
         return response.json()
 
     def events(self, workflow_id: str) -> list[dict]:
-        response = self.http.get(f"/v1/workflows/{workflow_id}/events")
-        _expect(response, 200)
-        return response.json()["items"]
+        """Every event of the workflow, page after page."""
+        items: list[dict] = []
+        params: dict[str, Any] = {}
+        while True:
+            response = self.http.get(f"/v1/workflows/{workflow_id}/events", params=params)
+            _expect(response, 200)
+            page = response.json()
+            items.extend(page["items"])
+            if page["nextAfter"] is None:
+                return items
+            params = {"after": page["nextAfter"]}
 
     def list_workflows(self, **params: Any) -> dict:
         response = self.http.get(

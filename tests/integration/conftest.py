@@ -14,7 +14,9 @@ from app.store import Store
 async def store(database_url: str) -> AsyncIterator[Store]:
     """A store on a fresh database, once on SQLite and once on PostgreSQL."""
     await open_database(database_url)
+    store = Store()
     try:
-        yield Store()
+        yield store
     finally:
+        await store.conditions.aclose()
         await close_database()

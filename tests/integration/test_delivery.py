@@ -24,6 +24,7 @@ from app import __version__
 from app.db import close_database, open_database
 from app.delivery import Deliverer
 from app.dispatcher import Dispatcher
+from app.engine import DeliveryKind, RetryPolicy, StepErrorCode
 from app.netguard import NetPolicy
 from app.schemas import canonical_json, parse_create_request
 from app.store import OutboundRequest, Store
@@ -391,3 +392,61 @@ async def test_reserved_slots_are_bounded_by_the_free_ones_and_the_limit(harness
     dispatcher.release(3)
     assert dispatcher.reserve(limit=20) == 16
     dispatcher.release(16)
+
+
+class _Chunks(httpx.AsyncByteStream):
+    """An answer body sent in 64 KiB pieces, as a server writes a large answer."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        prefix = b'{"success": true, "result": "'
+        yield prefix
+        left = self.size - len(prefix) - 2
+        while left > 0:
+            piece = min(left, 65536)
+            yield b"x" * piece
+            left -= piece
+        yield b'"}'
+
+
+@pytest.mark.parametrize(
+    ("declared", "said"),
+    [(True, "the answer is 5242880 bytes"), (False, "the answer is more than 1048576 bytes")],
+)
+async def test_a_result_too_large_reports_the_real_size(declared: bool, said: str) -> None:
+    size = 5 * 1024 * 1024
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"Content-Type": "application/json"}
+        if declared:
+            headers["Content-Length"] = str(size)
+        return httpx.Response(200, headers=headers, stream=_Chunks(size))
+
+    deliverer = Deliverer(
+        signer=Signer([SECRET]),
+        policy=NetPolicy(allow_private=False),
+        callback_url=lambda request: None,
+        max_connections=1,
+        transport=httpx.MockTransport(answer),
+    )
+    request = OutboundRequest(
+        delivery_id=1,
+        workflow_id="w",
+        workflow_name=None,
+        kind=DeliveryKind.STEP,
+        step_id="a",
+        attempt=1,
+        message_id="msg_1",
+        url="https://handler.example/a",
+        timeout=10.0,
+        policy=RetryPolicy(),
+    )
+    try:
+        report = await deliverer.send(request)
+    finally:
+        await deliverer.aclose()
+    error = report.result.error
+    assert error is not None and error.code is StepErrorCode.RESULT_TOO_LARGE
+    assert error.message == f"{said}; results are limited to 1048576 bytes"

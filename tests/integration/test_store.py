@@ -52,6 +52,57 @@ async def test_chain_runs_in_order_and_passes_results(store: Store) -> None:
     assert all(s["attempts"] == 1 for s in document["steps"])
 
 
+async def test_conditions_are_decided_at_the_start_and_as_dependencies_settle(
+    store: Store,
+) -> None:
+    await create(
+        store,
+        {
+            "id": "when",
+            "context": {"total": 42},
+            "steps": [
+                {"id": "a", "url": "http://h/a", "when": "context.total > 0"},
+                {"id": "skipped", "url": "http://h/s", "when": "context.total > 100"},
+                # Ready at the start: its only dependency is skipped at once.
+                {
+                    "id": "after-skip",
+                    "url": "http://h/as",
+                    "dependsOn": ["skipped"],
+                    "when": "steps.skipped.status == 'skipped'",
+                },
+                {
+                    "id": "b",
+                    "url": "http://h/b",
+                    "dependsOn": ["a"],
+                    "when": "steps.a.result.go == true",
+                },
+                {
+                    "id": "c",
+                    "url": "http://h/c",
+                    "dependsOn": ["a"],
+                    "when": "steps.a.result.x > 1",
+                },
+            ],
+            "failFast": False,
+        },
+    )
+    sent = await drive(store, lambda req: ok({"go": True} if req.step_id == "a" else None))
+    assert sorted(j.step_id or "" for j in sent) == ["a", "after-skip", "b"]
+    document = await store.get_workflow("when")
+    assert document is not None
+    statuses = {s["id"]: s["status"] for s in document["steps"]}
+    assert statuses == {
+        "a": "completed",
+        "skipped": "skipped",
+        "after-skip": "completed",
+        "b": "completed",
+        "c": "failed",
+    }
+    error = steps_by_id(document)["c"]["error"]
+    assert error["code"] == "condition_error"
+    assert error["message"] == '`when` could not be evaluated: no such key: "x"'
+
+
 async def test_parallel_roots_are_claimed_together(store: Store) -> None:
     await create(
         store,

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import json
 import re
 import threading
 import time
+import tracemalloc
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -28,8 +31,11 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.datastructures import Secret
 from starlette.exceptions import StarletteDeprecationWarning
+from starlette.requests import Request
 from tortoise import connections
 
+from app.api import read_body
+from app.errors import PayloadTooLarge
 from app.main import CALLBACK_TOKEN_SECRET, create_app
 from app.schemas import MAX_BODY_BYTES, MAX_STEPS
 from app.settings import Settings
@@ -168,12 +174,20 @@ def close_client(test_client: TestClient) -> None:
 
 
 @contextlib.contextmanager
-def running(tmp_path: Path, database_url: str | None = None) -> Iterator[TestClient]:
-    """A TestClient with the lifespan started (migrations, dispatcher) and then stopped."""
+def running(
+    tmp_path: Path, database_url: str | None = None, *, root_path: str = ""
+) -> Iterator[TestClient]:
+    """A TestClient with the lifespan started (migrations, dispatcher) and then stopped.
+
+    With ``root_path``, requests carry it in their scope as uvicorn's ``--root-path``
+    does: the path of each request starts with it.
+    """
     tmp_path.mkdir(parents=True, exist_ok=True)
     # Server errors come back as responses, so that a 5xx fails an assertion about
     # the status instead of surfacing as an exception from inside the app.
-    test_client = TestClient(make_app(tmp_path, database_url), raise_server_exceptions=False)
+    test_client = TestClient(
+        make_app(tmp_path, database_url), raise_server_exceptions=False, root_path=root_path
+    )
     test_client.__enter__()
     try:
         yield test_client
@@ -403,6 +417,13 @@ def test_the_auth_scheme_is_case_insensitive(client: TestClient) -> None:
     assert response.status_code == 200, response.text
 
 
+def test_the_root_sends_a_browser_to_the_documentation(client: TestClient) -> None:
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["location"] == "/docs"
+    assert client.get("/").headers["content-type"].startswith("text/html")
+
+
 def test_health_checks_need_no_key(client: TestClient) -> None:
     healthz = client.get("/healthz")
     assert healthz.status_code == 200, healthz.text
@@ -417,6 +438,31 @@ def test_callbacks_are_not_behind_the_key(client: TestClient, path: str) -> None
     response = client.post(path, json={"success": True, "result": None})
     assert response.status_code != 401, response.text
     assert response.status_code < 500, response.text
+
+
+def test_behind_a_root_path_the_key_is_checked_on_the_routes_path(tmp_path: Path) -> None:
+    # uvicorn --root-path /baton: the scope's path is /baton/v1/..., its root_path /baton.
+    with running(tmp_path, root_path="/baton") as prefixed:
+        listed = prefixed.get("/baton/v1/workflows", headers=AUTH)
+        assert listed.status_code == 200, listed.text
+        created = prefixed.post("/baton/v1/workflows", json=workflow(id="behind"), headers=AUTH)
+        assert created.status_code == 201, created.text
+        assert created.headers["location"] == "/baton/v1/workflows/behind"
+        read = prefixed.get(created.headers["location"], headers=AUTH)
+        assert read.status_code == 200, read.text
+        for method, path in [("GET", "/baton/v1/workflows"), ("GET", "/baton/v1/nope")]:
+            refused = prefixed.request(method, path, headers={"Authorization": "Bearer nope"})
+            assert_problem(refused, 401)
+        # The callbacks stay outside the key behind the prefix too.
+        callback = prefixed.post("/baton/v1/callbacks/not-a-token", json={"success": True})
+        assert_problem(callback, 403)
+        # The API documentation points "try it out" at the prefixed URLs.
+        document = prefixed.get("/baton/openapi.json").json()
+        assert document["servers"] == [{"url": "/baton"}]
+        home = prefixed.get("/baton/", follow_redirects=False)
+        assert home.headers["location"] == "/baton/docs"
+    with running(tmp_path / "plain") as plain:
+        assert "servers" not in plain.get("/openapi.json").json()
 
 
 # --------------------------------------------------------------------------- create
@@ -921,6 +967,143 @@ def test_a_streamed_body_over_one_mebibyte_is_a_413(client: TestClient) -> None:
     assert_nothing_stored(client)
 
 
+# ------------------------------------------------------------------ encoded bodies
+
+GZIP = {**AUTH, "Content-Encoding": "gzip"}
+
+
+def test_a_gzip_body_is_decoded(client: TestClient) -> None:
+    content = gzip.compress(json.dumps(workflow(id="zipped", context={"n": 1})).encode())
+    response = client.post("/v1/workflows", content=content, headers=GZIP)
+    assert response.status_code == 201, response.text
+    assert response.json()["context"] == {"n": 1}
+
+
+@pytest.mark.parametrize("encoding", ["x-gzip", "GZIP", "identity, gzip"])
+def test_other_spellings_of_gzip_are_gzip(client: TestClient, encoding: str) -> None:
+    content = gzip.compress(json.dumps(workflow()).encode())
+    response = client.post(
+        "/v1/workflows", content=content, headers={**AUTH, "Content-Encoding": encoding}
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_a_gzip_body_of_several_members_is_decoded_whole(client: TestClient) -> None:
+    raw = json.dumps(workflow(id="members")).encode()
+    content = gzip.compress(raw[:10]) + gzip.compress(raw[10:])
+    response = client.post("/v1/workflows", content=content, headers=GZIP)
+    assert response.status_code == 201, response.text
+
+
+def test_the_limit_applies_to_the_decoded_body(client: TestClient) -> None:
+    at_limit = gzip.compress(_padded_body(MAX_BODY_BYTES))
+    assert len(at_limit) < 10_000
+    response = client.post("/v1/workflows", content=at_limit, headers=GZIP)
+    assert response.status_code == 201, response.text
+    over = gzip.compress(_padded_body(MAX_BODY_BYTES + 1))
+    assert_problem(client.post("/v1/workflows", content=over, headers=GZIP), 413)
+
+
+def test_a_gzip_bomb_is_a_413_at_once(client: TestClient) -> None:
+    started = time.monotonic()
+    response = client.post("/v1/workflows", content=gzip_bomb(256), headers=GZIP)
+    assert_problem(response, 413)
+    assert time.monotonic() - started < 5
+    assert_nothing_stored(client)
+
+
+def gzip_bomb(mebibytes: int) -> bytes:
+    """A gzip stream of ``mebibytes`` MiB of zeros (about 1,000 times smaller)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1024 * 1024)
+    return b"".join([*(compressor.compress(zeros) for _ in range(mebibytes)), compressor.flush()])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(json.dumps(workflow()).encode(), id="not-gzip"),
+        pytest.param(gzip.compress(json.dumps(workflow()).encode())[:-12], id="truncated"),
+        pytest.param(gzip.compress(b"{}") + b"trailing", id="trailing-garbage"),
+    ],
+)
+def test_a_body_that_is_not_gzip_is_a_400(client: TestClient, content: bytes) -> None:
+    problem = assert_problem(client.post("/v1/workflows", content=content, headers=GZIP), 400)
+    assert "gzip" in problem["detail"]
+
+
+@pytest.mark.parametrize("encoding", ["br", "deflate", "gzip, gzip", "compress", "zstd"])
+def test_another_content_encoding_is_a_415(client: TestClient, encoding: str) -> None:
+    response = client.post(
+        "/v1/workflows", json=workflow(), headers={**AUTH, "Content-Encoding": encoding}
+    )
+    assert_problem(response, 415)
+    assert response.headers["accept-encoding"] == "gzip"
+    assert_nothing_stored(client)
+
+
+async def test_a_gzip_bomb_never_holds_more_than_the_limit() -> None:
+    bomb = gzip_bomb(256)
+    chunks = [bomb[offset : offset + 65536] for offset in range(0, len(bomb), 65536)]
+
+    async def receive() -> dict[str, Any]:
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-encoding", b"gzip")]}
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooLarge):
+            await read_body(Request(scope, receive), MAX_BODY_BYTES)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The limit plus a chunk's worth of overhead: never what the bomb inflates to.
+    assert peak < 2 * MAX_BODY_BYTES + len(bomb)
+
+
+# -------------------------------------------------------------- repeated keys and fields
+
+
+def test_a_repeated_key_is_a_422_not_the_last_one_winning(client: TestClient) -> None:
+    content = b'{"id": "a", "id": "b", "steps": [{"id": "s", "url": "https://handler.example/s"}]}'
+    response = client.post("/v1/workflows", content=content, headers=AUTH)
+    assert error_paths(response) == ["id"]
+    assert_nothing_stored(client)
+
+
+def test_a_repeated_key_in_a_cancel_or_a_callback_is_a_422(client: TestClient) -> None:
+    workflow_id = create(client, parked())["id"]
+    cancel = client.post(
+        f"/v1/workflows/{workflow_id}/cancel",
+        content=b'{"compensate": true, "compensate": false}',
+        headers=AUTH,
+    )
+    assert error_paths(cancel) == ["compensate"]
+    token = mint_token(client, CallbackClaim(workflow_id, "a", "run", 1), lifetime=3600)
+    callback = client.post(f"/v1/callbacks/{token}", content=b'{"success": false, "success": true}')
+    assert error_paths(callback) == ["success"]
+
+
+def test_a_callback_with_an_unknown_field_is_a_422(client: TestClient) -> None:
+    workflow_id = create(client, parked())["id"]
+    token = mint_token(client, CallbackClaim(workflow_id, "a", "run", 1), lifetime=3600)
+    response = client.post(f"/v1/callbacks/{token}", json={"success": True, "results": 1})
+    assert messages_at(response, "results") == ["unknown field; did you mean 'result'?"]
+    assert_problem(response, 422)
+
+
+def test_an_integral_float_is_accepted_where_an_integer_is_expected(client: TestClient) -> None:
+    body = workflow(step("a", retries={"maxAttempts": 3.0}))
+    response = client.post("/v1/workflows", json=body, headers=AUTH)
+    assert response.status_code == 201, response.text
+    assert response.json()["steps"][0]["maxAttempts"] == 3
+    half = workflow(step("a", retries={"maxAttempts": 3.5}))
+    assert error_paths(client.post("/v1/workflows", json=half, headers=AUTH)) == [
+        "steps[0].retries.maxAttempts"
+    ]
+
+
 def test_a_body_of_exactly_one_mebibyte_is_read(client: TestClient) -> None:
     content = _padded_body(MAX_BODY_BYTES)
     assert len(content) == MAX_BODY_BYTES
@@ -1325,6 +1508,72 @@ def test_events_are_listed_oldest_first(client: TestClient) -> None:
     assert len(set(map(str, ids))) == len(ids)
 
 
+def test_events_come_in_pages(any_db_client: TestClient) -> None:
+    client = any_db_client
+    # Five skipped steps: created, started, five skips, completed.
+    steps = [step(f"s{i}", when="false") for i in range(5)]
+    workflow_id = create(client, workflow(*steps))["id"]
+    wait_for_status(client, workflow_id, {"completed"})
+    url = f"/v1/workflows/{workflow_id}/events"
+    whole = client.get(url, headers=AUTH).json()
+    assert whole["nextAfter"] is None
+    assert len(whole["items"]) == 8
+    pages, after = [], None
+    while True:
+        params = {"limit": 3} if after is None else {"limit": 3, "after": after}
+        page = client.get(url, params=params, headers=AUTH).json()
+        pages.append(page["items"])
+        after = page["nextAfter"]
+        if after is None:
+            break
+        assert after == page["items"][-1]["id"]
+    assert [len(p) for p in pages] == [3, 3, 2]
+    assert [e for p in pages for e in p] == whole["items"]
+    # The stored data is sent as it is, and reads like the rest of the document.
+    created = whole["items"][0]
+    assert created["data"] == {"name": None, "steps": 5}
+    assert created["workflowId"] == workflow_id
+    assert_iso_utc(created["at"])
+    last = whole["items"][-1]["id"]
+    assert client.get(url, params={"after": last}, headers=AUTH).json() == {
+        "items": [],
+        "nextAfter": None,
+    }
+    exact = client.get(url, params={"limit": 8}, headers=AUTH).json()
+    assert exact["nextAfter"] is None and len(exact["items"]) == 8
+    assert client.get(url, params={"limit": "2.0"}, headers=AUTH).json()["nextAfter"] is not None
+
+
+@pytest.mark.parametrize(
+    ("params", "path"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 10_001}, "limit"),
+        ({"limit": 2.5}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "1_0"}, "limit"),
+        ({"after": -1}, "after"),
+        ({"after": "x"}, "after"),
+        ({"after": 2**63}, "after"),
+        ({"after": ""}, "after"),
+    ],
+)
+def test_bad_event_page_parameters_are_a_422(
+    client: TestClient, params: dict[str, Any], path: str
+) -> None:
+    workflow_id = create(client, finishes_at_once())["id"]
+    response = client.get(f"/v1/workflows/{workflow_id}/events", params=params, headers=AUTH)
+    assert error_paths(response) == [path]
+
+
+def test_an_event_page_holds_up_to_ten_thousand(client: TestClient) -> None:
+    workflow_id = create(client, finishes_at_once())["id"]
+    response = client.get(
+        f"/v1/workflows/{workflow_id}/events", params={"limit": 10_000}, headers=AUTH
+    )
+    assert response.status_code == 200, response.text
+
+
 def test_events_of_a_new_workflow_start_with_created_and_started(client: TestClient) -> None:
     workflow_id = create(client, parked())["id"]
     items = client.get(f"/v1/workflows/{workflow_id}/events", headers=AUTH).json()["items"]
@@ -1376,7 +1625,7 @@ def test_the_event_stream_resumes_after_last_event_id(client: TestClient) -> Non
 
 @pytest.mark.parametrize(
     "last_event_id",
-    ["abc", "1.5", "1; DROP TABLE events", "9223372036854775808", "1" + "0" * 30],
+    ["", "abc", "1.5", "+1", "1_0", "1; DROP TABLE events", "9223372036854775808", "1" + "0" * 30],
 )
 def test_a_bad_last_event_id_is_a_400(client: TestClient, last_event_id: str) -> None:
     workflow_id = create(client, fails_at_once())["id"]
@@ -1509,6 +1758,21 @@ def test_a_wrong_method_is_a_405_problem(client: TestClient, method: str, path: 
     response = client.request(method, path, headers=AUTH)
     assert_problem(response, 405)
     assert "allow" in response.headers
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/v1/workflows", "GET, HEAD, POST"),
+        ("/v1/workflows/x", "GET, HEAD"),
+        ("/v1/workflows/x/cancel", "POST"),
+        ("/healthz", "GET, HEAD"),
+    ],
+)
+def test_a_405_allows_every_method_of_the_path(client: TestClient, path: str, allowed: str) -> None:
+    response = client.request("DELETE", path, headers=AUTH)
+    assert_problem(response, 405)
+    assert response.headers["allow"] == allowed
 
 
 # ---------------------------------------------------------------------- never a 5xx

@@ -17,11 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 OWN = {"app", "baton", "config", "examples", "bench", "tests"}
 
 
+#: The server's project and the client's, which `make` installs with it.
+PROJECTS = ("pyproject.toml", "clients/python/pyproject.toml")
+
+
 def _declared() -> set[str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = list(project["dependencies"])
-    for extra in project.get("optional-dependencies", {}).values():
-        requirements.extend(extra)
+    requirements: list[str] = []
+    for path in PROJECTS:
+        project = tomllib.loads((ROOT / path).read_text())["project"]
+        requirements.extend(project["dependencies"])
+        for extra in project.get("optional-dependencies", {}).values():
+            requirements.extend(extra)
     names = set()
     for requirement in requirements:
         name = requirement.split(";")[0]
@@ -52,9 +58,9 @@ def test_every_imported_package_is_declared() -> None:
     distributions = packages_distributions()
     declared = _declared()
     missing = []
-    for folder in ("app", "baton", "config", "examples", "tests"):
+    for folder in ("app", "clients/python/src", "config", "examples", "tests"):
         for module in sorted(_imports(folder)):
             owners = {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
             if not owners & declared:
                 missing.append(f"{folder}: {module} ({', '.join(sorted(owners))})")
-    assert not missing, "imported but not declared in pyproject.toml: " + "; ".join(missing)
+    assert not missing, "imported but not declared in a pyproject.toml: " + "; ".join(missing)

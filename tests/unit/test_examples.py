@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import threading
@@ -163,15 +164,72 @@ def test_orders_load_secrets_explains_what_is_missing(
         orders.load_secrets({"BATON_DATA_DIR": str(tmp_path)})
 
 
-def test_orders_workflow_json_points_at_the_app(orders: ModuleType) -> None:
-    workflow = json.loads((ROOT / "examples/orders/workflow.json").read_text())
+async def test_orders_workflow_json_points_at_the_app_where_it_runs(
+    orders_client: httpx.AsyncClient, orders: ModuleType
+) -> None:
+    template = json.loads((ROOT / "examples/orders/workflow.json").read_text())
+    assert "9000" not in json.dumps(template)
+    response = await orders_client.get("/workflow.json", params={"failAt": "fulfill"})
+    workflow = response.json()
     paths = {route.path for route in orders.app.routes}
     urls = [step["url"] for step in workflow["steps"]]
     urls += [step["compensation"] for step in workflow["steps"] if "compensation" in step]
     urls += [workflow["onComplete"], workflow["onError"]]
+    assert len(urls) == 7
     for url in urls:
-        assert url.startswith("http://127.0.0.1:9000/")
-        assert url.removeprefix("http://127.0.0.1:9000") in paths
+        assert url.startswith("http://orders/")
+        assert url.removeprefix("http://orders") in paths
+    assert workflow["context"]["failAt"] == "fulfill"
+    assert workflow["context"]["items"] == template["context"]["items"]
+
+
+# --- the async render app ------------------------------------------------------------------
+
+
+@pytest.fixture
+def render(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("BATON_SIGNING_SECRET", SECRET)
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("examples.render.app")
+
+
+async def test_the_render_example_answers_202_and_calls_back(
+    render: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(render, "SECONDS_PER_PAGE", 0.0)
+    calls: list[tuple[str, Any]] = []
+
+    def baton(request: httpx.Request) -> httpx.Response:
+        calls.append((request.url.path, json.loads(request.content or b"null")))
+        return httpx.Response(200, json={"accepted": True})
+
+    monkeypatch.setattr(
+        render, "callback_client", lambda: httpx.AsyncClient(transport=httpx.MockTransport(baton))
+    )
+    body = {
+        "workflowId": "doc-1",
+        "stepId": "render",
+        "attempt": 1,
+        "kind": "step",
+        "context": {"pages": 2},
+        "previousSteps": {},
+        "callbackUrl": "http://baton.test/v1/callbacks/tok",
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=render.app), base_url="http://render"
+    ) as client:
+        response = await call(client, "/jobs/render", body)
+    assert response.status_code == 202
+    assert response.json() == {"async": True}
+    await asyncio.gather(*render.background)
+    assert [path for path, _ in calls] == [
+        "/v1/callbacks/tok/heartbeat",
+        "/v1/callbacks/tok/heartbeat",
+        "/v1/callbacks/tok",
+    ]
+    final = calls[-1][1]
+    assert final["success"] is True and final["result"]["pages"] == 2
+    assert final["result"]["document"].startswith("doc_")
 
 
 # --- the FastAPI document app -----------------------------------------------------------

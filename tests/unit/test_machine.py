@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.conditions import ConditionCheck, decide
 from app.engine import (
     TERMINAL_WORKFLOW_STATUSES,
     AttemptResult,
@@ -189,6 +190,7 @@ def make(
         now=NOW,
         new_run_id=lambda: f"new-{next(runs)}",
         all_loaded=True,
+        evaluate=lambda check: decide(check.source, check.context, check.steps),
     )
     machine.start()
     sim = Sim(machine)
@@ -496,6 +498,71 @@ def test_machine_asks_only_for_what_it_needs() -> None:
     machine.provide([b])
     assert machine.run() is None
     assert [d.step_id for d in machine.effects.deliveries] == ["b"]
+
+
+def test_without_an_evaluator_the_machine_asks_for_verdicts_in_batches() -> None:
+    def state(step_id: str, deps: list[str], dependents: list[str], when: str | None) -> StepState:
+        return StepState(
+            step_id,
+            StepStatus.PENDING,
+            deps,
+            dependents,
+            len(deps),
+            f"http://h/{step_id}",
+            f"run-{step_id}",
+            condition=when,
+            position=ord(step_id[0]) - ord("a"),
+        )
+
+    steps = {
+        "a": state("a", [], ["d"], "context.x > 1"),
+        "b": state("b", [], [], "context.x > 1"),
+        "c": state("c", [], [], None),
+        "d": state("d", ["a"], [], "steps.a.status == 'skipped'"),
+        "e": state("e", [], [], "context.y > 1"),
+    }
+    steps["e"].continue_on_failure = True
+    context = {"x": 1}
+    machine = Machine(
+        WorkflowState("wf", None, WorkflowStatus.RUNNING, context, True, False, None, 5, 5),
+        steps,
+        graph={"a": [], "b": [], "c": [], "d": ["a"], "e": []},
+        now=NOW,
+        new_run_id=lambda: "x",
+        all_loaded=True,
+    )
+    machine.start()
+    need = machine.run()
+    # Every ready root with a condition, in one batch; c has none and is not asked about.
+    assert need == Need(
+        conditions=(
+            ConditionCheck("a", "context.x > 1", context, {}),
+            ConditionCheck("b", "context.x > 1", context, {}),
+            ConditionCheck("e", "context.y > 1", context, {}),
+        )
+    )
+    machine.provide_verdicts({"a": False, "b": True, "e": "`when` could not be evaluated: no"})
+    # a was skipped, so d is ready: its condition reads a's state.
+    need = machine.run()
+    assert need == Need(
+        conditions=(
+            ConditionCheck(
+                "d", "steps.a.status == 'skipped'", context, {"a": {"status": "skipped"}}
+            ),
+        )
+    )
+    machine.provide_verdicts({"d": True})
+    assert machine.run() is None
+    assert machine.steps["a"].status is StepStatus.SKIPPED
+    assert machine.steps["e"].status is StepStatus.FAILED
+    assert machine.steps["e"].error == {
+        "code": "condition_error",
+        "message": "`when` could not be evaluated: no",
+        "httpStatus": None,
+    }
+    # e failed (it may: continueOnFailure) and the rest went out.
+    assert {s: machine.steps[s].status for s in "bcd"} == dict.fromkeys("bcd", StepStatus.RUNNING)
+    assert [d.step_id for d in machine.effects.deliveries] == ["b", "c", "d"]
 
 
 # --------------------------------------------------------------------------- properties

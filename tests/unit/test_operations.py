@@ -43,6 +43,36 @@ def test_metrics_endpoint_exposes_counts_and_histograms(tmp_path: Path) -> None:
     assert "baton_delivery_duration_seconds" in text
     assert "baton_lease_takeovers_total" in text
     assert 'baton_events_total{type="step.completed"}' in text
+    # The create's own events are counted, like every other type of DESIGN §6.
+    assert 'baton_events_total{type="workflow.created"} 1.0' in text
+    assert 'baton_events_total{type="workflow.started"} 1.0' in text
+    exported = {
+        line.split('"')[1] for line in text.splitlines() if line.startswith("baton_events_total{")
+    }
+    assert exported == DESIGN_EVENT_TYPES
+
+
+#: DESIGN §6, word for word.
+DESIGN_EVENT_TYPES = {
+    "workflow.created",
+    "workflow.started",
+    "step.started",
+    "step.completed",
+    "step.failed",
+    "step.retrying",
+    "step.skipped",
+    "step.cancelled",
+    "workflow.completed",
+    "workflow.failed",
+    "workflow.cancelled",
+    "workflow.compensating",
+    "compensation.completed",
+    "compensation.failed",
+    "workflow.compensated",
+    "workflow.compensation_failed",
+    "callback.delivered",
+    "callback.failed",
+}
 
 
 def test_json_log_lines_carry_workflow_and_step_ids() -> None:
