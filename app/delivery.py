@@ -32,6 +32,7 @@ from app.engine import (
 from app.netguard import NetPolicy, UnsafeURL, check_url_for_delivery, make_transport
 from app.store import Job, Report, iso
 from app.tenants import NamespaceSigners, public_id
+from app.tokens import MAX_LIFETIME, CallbackClaim, CallbackTokens
 from baton.signing import Signer
 
 log = logging.getLogger("baton.delivery")
@@ -61,6 +62,39 @@ def build_body(job: Job, *, deadline: datetime, callback_url: str | None) -> dic
     if job.compensating is not None:
         body["compensating"] = job.compensating
     return body
+
+
+def build_request(
+    job: Job, *, now: datetime, signer: Signer, callback_url: str | None
+) -> tuple[dict[str, str], bytes]:
+    """The headers and body of a job's request sent at ``now`` (also how the console
+    shows the request an attempt sent, from the attempt's start time)."""
+    deadline = now + timedelta(seconds=job.timeout)
+    body = orjson.dumps(build_body(job, deadline=deadline, callback_url=callback_url))
+    headers = signer.headers(job.message_id, int(now.timestamp()), body)
+    headers.update(
+        {
+            "Content-Type": "application/json",
+            "Baton-Workflow-Id": public_id(job.workflow_id),
+            "Baton-Attempt": str(job.attempt),
+            "Baton-Kind": job.kind.value,
+        }
+    )
+    if job.step_id is not None:
+        headers["Baton-Step-Id"] = job.step_id
+    return headers, body
+
+
+def step_callback_url(tokens: CallbackTokens, public_url: str, job: Job) -> str | None:
+    """The ``callbackUrl`` of a step request: a token bound to this attempt of this run."""
+    if job.step_id is None or job.run_id is None:
+        return None
+    # Accepted for the workflow's timeout: never before the workflow's deadline.
+    token = tokens.make(
+        CallbackClaim(job.workflow_id, job.step_id, job.run_id, job.attempt),
+        lifetime=job.workflow_timeout or MAX_LIFETIME,
+    )
+    return f"{public_url}/v1/callbacks/{token}"
 
 
 class Deliverer:
@@ -103,21 +137,8 @@ class Deliverer:
         """Headers and body for a job, signed with every secret of ``signer`` (by default
         the global secrets)."""
         now = now or datetime.now(UTC)
-        deadline = now + timedelta(seconds=job.timeout)
         callback_url = self._callback_url(job) if job.kind is DeliveryKind.STEP else None
-        body = orjson.dumps(build_body(job, deadline=deadline, callback_url=callback_url))
-        headers = (signer or self._signer).headers(job.message_id, int(now.timestamp()), body)
-        headers.update(
-            {
-                "Content-Type": "application/json",
-                "Baton-Workflow-Id": public_id(job.workflow_id),
-                "Baton-Attempt": str(job.attempt),
-                "Baton-Kind": job.kind.value,
-            }
-        )
-        if job.step_id is not None:
-            headers["Baton-Step-Id"] = job.step_id
-        return headers, body
+        return build_request(job, now=now, signer=signer or self._signer, callback_url=callback_url)
 
     async def send(self, job: Job) -> Report:
         """Send one job and classify the answer (DESIGN §4)."""

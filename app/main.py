@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -28,7 +29,7 @@ from app.api import (
     server_error_handler,
 )
 from app.db import SqliteProcessLock, close_database, open_database
-from app.delivery import Deliverer
+from app.delivery import Deliverer, step_callback_url
 from app.dispatcher import Dispatcher
 from app.errors import ConfigurationError, ProblemError
 from app.keys import api_keys, signing_secrets
@@ -37,10 +38,10 @@ from app.metrics import Metrics
 from app.netguard import NetPolicy
 from app.notify import PgWakeups
 from app.settings import Settings
-from app.store import Job, Store
+from app.store import Store
 from app.sweeper import Sweeper
 from app.tenants import NamespaceSigners
-from app.tokens import MAX_LIFETIME, CallbackClaim, CallbackTokens
+from app.tokens import CallbackTokens
 from baton.signing import Signer
 
 log = logging.getLogger("baton")
@@ -124,23 +125,13 @@ def create_app(
         tokens = CallbackTokens(token_key)
         api.tokens = tokens
 
-        def callback_url(job: Job) -> str | None:
-            if job.step_id is None or job.run_id is None:
-                return None
-            # Accepted for the workflow's timeout: never before the workflow's deadline.
-            token = tokens.make(
-                CallbackClaim(job.workflow_id, job.step_id, job.run_id, job.attempt),
-                lifetime=job.workflow_timeout or MAX_LIFETIME,
-            )
-            return f"{settings.public_url}/v1/callbacks/{token}"
-
         signer = Signer(secrets)
         signers = NamespaceSigners(signer, runtime.store.namespace_signing_secrets)
         deliverer = Deliverer(
             signer=signer,
             signers=signers,
             policy=policy,
-            callback_url=callback_url,
+            callback_url=functools.partial(step_callback_url, tokens, settings.public_url),
             max_connections=settings.max_concurrency,
             transport=transport,
         )
