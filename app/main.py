@@ -28,6 +28,7 @@ from app.api import (
     problem_handler,
     server_error_handler,
 )
+from app.console import Console
 from app.db import SqliteProcessLock, close_database, open_database
 from app.delivery import Deliverer, step_callback_url
 from app.dispatcher import Dispatcher
@@ -98,6 +99,7 @@ def create_app(
     # Generated ones too, and in every form a log line could show them.
     add_secrets(*keys, *(form for s in secrets for form in signing_secret_forms(s)))
     api = Api(runtime.store, policy=policy, wake=runtime.wake, stopping=runtime.stopping)
+    console = Console(runtime.store, env_keys=keys, settings=settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -127,6 +129,7 @@ def create_app(
 
         signer = Signer(secrets)
         signers = NamespaceSigners(signer, runtime.store.namespace_signing_secrets)
+        await console.start(token_key=token_key, signers=signers)
         deliverer = Deliverer(
             signer=signer,
             signers=signers,
@@ -179,8 +182,15 @@ def create_app(
         Exception: server_error_handler,
     }
     app = Starlette(
-        routes=api.routes(),
-        middleware=[Middleware(BearerAuth, keys=keys, lookup=runtime.store.authenticate)],
+        routes=[*api.routes(), *console.routes()],
+        middleware=[
+            Middleware(
+                BearerAuth,
+                keys=keys,
+                lookup=runtime.store.authenticate,
+                session=console.sessions.namespace,
+            )
+        ],
         exception_handlers=handlers,
         lifespan=lifespan,
     )
