@@ -41,17 +41,12 @@ class Replay:
         return Replay(url=self.url, headers=headers, body=self.body)
 
     def curl(self) -> str:
-        """A shell command that sends this request (body on standard input)."""
+        """A shell command that sends exactly this request (the body byte for byte)."""
         parts = ["curl", "-sS", "-X", "POST", self.url]
         for name, value in self.headers.items():
             parts += ["-H", f"{name}: {value}"]
-        parts += ["--data-binary", "@-"]
-        body = self.body.decode()
-        # A quoted here-document passes the body byte for byte, whatever quotes it holds.
-        fence = "BATON_BODY"
-        while fence in body:
-            fence += "_"
-        return f"{shlex.join(parts)} <<'{fence}'\n{body}\n{fence}"
+        parts += ["--data-raw", self.body.decode()]
+        return shlex.join(parts)
 
 
 def rebuild(

@@ -368,7 +368,7 @@ function stepLink(id) {
 }
 
 function json(value) {
-  return el("pre", { class: "json" }, JSON.stringify(value, null, 2));
+  return el("pre", { class: "json", tabindex: "0" }, JSON.stringify(value, null, 2));
 }
 
 function refreshStepPanelSoon() {
@@ -497,7 +497,7 @@ function attemptDetail(stepId, a) {
     a.error ? [el("dt", {}, "Error"), el("dd", {}, el("code", {}, a.error.code), " ", a.error.message)] : null,
   ));
   box.append(el("h3", {}, "Response excerpt"));
-  box.append(a.responseExcerpt ? el("pre", { class: "json" }, a.responseExcerpt) : el("p", { class: "muted" }, "No answer body."));
+  box.append(a.responseExcerpt ? el("pre", { class: "json", tabindex: "0" }, a.responseExcerpt) : el("p", { class: "muted" }, "No answer body."));
   const request = el("div", {}, el("p", { class: "muted" }, "Loading the request…"));
   box.append(el("h3", {}, "Request sent"), request);
   api(`${uiPath}/steps/${encodeURIComponent(stepId)}/request?kind=${a.kind}&attempt=${a.number}`)
@@ -514,9 +514,9 @@ function attemptDetail(stepId, a) {
           el("button", { type: "button", class: "small", onclick: async () => { await copyText(r.curl); toast("curl command copied (signed just now)."); } }, "Copy as curl"),
           el("button", { type: "button", class: "small", onclick: async () => { await copyText(r.body); toast("Request body copied."); } }, "Copy body")),
         el("p", { class: "muted" }, el("span", { class: "mono" }, `POST ${r.url}`)),
-        el("pre", { class: "json", "aria-label": "Request headers" }, headers),
-        el("pre", { class: "json", "aria-label": "Request body" }, body),
-        el("details", {}, el("summary", {}, "curl (signed just now, so a handler checking the timestamp accepts it)"), el("pre", { class: "json" }, r.curl)),
+        el("pre", { class: "json", tabindex: "0", "aria-label": "Request headers" }, headers),
+        el("pre", { class: "json", tabindex: "0", "aria-label": "Request body" }, body),
+        el("details", {}, el("summary", {}, "curl (signed just now, so a handler checking the timestamp accepts it)"), el("pre", { class: "json", tabindex: "0" }, r.curl)),
       );
     })
     .catch((error) => request.replaceChildren(el("p", { class: "muted" }, error.message)));
@@ -615,7 +615,7 @@ async function openCallbackPanel(kind) {
         el("dt", {}, `Attempt ${a.number}`), el("dd", {}, `${formatTime(a.startedAt)} · ${duration(a.durationMs)} · HTTP ${a.httpStatus ?? "–"} · ${a.outcome}`),
         el("dt", {}, "webhook-id"), el("dd", { class: "mono" }, a.webhookId),
         a.error ? [el("dt", {}, "Error"), el("dd", {}, `${a.error.code}: ${a.error.message}`)] : null,
-        a.responseExcerpt ? [el("dt", {}, "Response"), el("dd", {}, el("pre", { class: "json" }, a.responseExcerpt))] : null));
+        a.responseExcerpt ? [el("dt", {}, "Response"), el("dd", {}, el("pre", { class: "json", tabindex: "0" }, a.responseExcerpt))] : null));
     }
   } catch (error) {
     body.push(el("p", { class: "muted" }, error.message));
@@ -762,3 +762,4 @@ if (data.selected) {
   }
 }
 document.body.dataset.ready = "true";
+performance.mark("baton:ready");
