@@ -326,6 +326,28 @@ def test_a_3000_step_workflow_is_interactive_within_seconds(
     api.http.post(f"/v1/workflows/{workflow_id}/cancel", json={})
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("total", [100, 3000, 10_000])
+def test_time_to_interactive_by_size(
+    session: Session, api: BatonClient, handler: HandlerClient, total: int
+) -> None:
+    """The figures of docs/console.md: the page of a fan-out of ``total`` steps."""
+    width = total - 2
+    handler.script(start=[{"status": 200, "delay": 60}])
+    workflow_id = unique(f"tti{total}")
+    api.create(fan_out(handler, workflow_id, width))
+    session.login()
+    session.open(f"/ui/workflows/{workflow_id}")  # warm: the layout is computed once
+    ready, open_group = time_to_interactive(session, workflow_id)
+    html = session.page.evaluate("performance.getEntriesByType('navigation')[0].responseEnd")
+    print(
+        f"\n{total} steps: HTML received {html:.0f} ms, interactive {ready:.0f} ms, "
+        f"group of {width} opened in {open_group:.0f} ms"
+    )
+    assert ready < 3 * LARGE_PAGE_SECONDS * 1000
+    api.http.post(f"/v1/workflows/{workflow_id}/cancel", json={})
+
+
 # --------------------------------------------------------------------------- quality
 
 

@@ -82,7 +82,7 @@ export function setupGraph({ viewport, canvas, onZoom }) {
     } else return;
     event.preventDefault();
     if (target) {
-      target.focus();
+      target.focus({ preventScroll: true });
       target.scrollIntoView({ block: "nearest", inline: "nearest" });
     }
   });
@@ -108,8 +108,13 @@ export function setupGraph({ viewport, canvas, onZoom }) {
     fit: () => setZoom(fitZoom()),
     highlight,
     reveal(id) {
+      // Scroll the graph only, never the page.
       const node = byId.get(id);
-      if (node) node.scrollIntoView({ block: "center", inline: "center" });
+      if (!node) return;
+      const box = node.getBoundingClientRect();
+      const view = viewport.getBoundingClientRect();
+      viewport.scrollLeft += box.left + box.width / 2 - (view.left + view.width / 2);
+      viewport.scrollTop += box.top + box.height / 2 - (view.top + view.height / 2);
     },
     node: (id) => byId.get(id),
   };

@@ -132,7 +132,7 @@ export class Timeline {
     ctx.font = `12px ${css.getPropertyValue("--mono")}`;
     ctx.textBaseline = "middle";
     const [t0, t1] = this.range();
-    this.scale = { t0, t1, plot: width - GUTTER - 16 };
+    this.scale = { t0, t1, plot: width - GUTTER - 48 };
     const x = (t) => GUTTER + ((t - t0) / (t1 - t0)) * this.scale.plot;
     const first = Math.floor(wrap.scrollTop / ROW);
     const count = Math.ceil((height - AXIS) / ROW) + 1;
