@@ -189,7 +189,7 @@ class Console:
                 methods=["GET"],
                 include_in_schema=False,
             ),
-            Mount("/ui/static", app=StaticFiles(directory=STATIC_DIR), name="console_static"),
+            Mount("/ui/static", app=_Assets(directory=STATIC_DIR), name="console_static"),
         ]
 
     # ----------------------------------------------------------------- sessions
@@ -540,6 +540,17 @@ class Console:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+class _Assets(StaticFiles):
+    """The console's files, revalidated on every use (a 304 when unchanged): the ES
+    modules import each other by plain paths, so a new version must never meet a
+    cached old one."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def _filter(namespace: str, params: Any, errors: list[FieldError]) -> reads.WorkflowFilter:

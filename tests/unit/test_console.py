@@ -181,7 +181,8 @@ def test_pages_carry_a_strict_content_security_policy(console: Console) -> None:
     assert page.headers["cache-control"] == "no-store"
     # Every asset the page names is served from this origin.
     for url in re.findall(r'(?:href|src)="(/ui/static/[^"]+)"', page.text):
-        assert console.client.get(url).status_code == 200
+        asset = console.client.get(url)
+        assert asset.status_code == 200 and asset.headers["cache-control"] == "no-cache"
 
 
 # --------------------------------------------------------------------------- login
