@@ -81,8 +81,8 @@ SSE_PAGE = 500
 #: process: fifty clients replaying 20,000 events each queue for these, and every
 #: other request goes between two pages instead of behind all of them.
 REPLAY_CONCURRENCY = 2
-#: Where ``GET /`` sends a browser: the API's interactive documentation.
-HOME_PAGE = "/docs"
+#: Where ``GET /`` sends a browser: the console.
+HOME_PAGE = "/ui"
 MAX_IDEMPOTENCY_KEY = 255
 #: A bearer token longer than this is no key of ours (generated keys are 46 characters).
 MAX_BEARER_TOKEN = 512
@@ -648,8 +648,10 @@ class BearerAuth:
 
     A key from ``BATON_API_KEYS`` (or the generated ``data/api-key``) belongs to the
     ``default`` namespace; any other key is looked up, by its hash, among the keys
-    stored in the database (``lookup`` answers its namespace, or None). The
-    namespace goes into the scope for the routes.
+    stored in the database (``lookup`` answers its namespace, or None). A request
+    without an ``Authorization`` header may instead carry a console session
+    (``session`` answers its namespace, or None, and raises a ProblemError such as
+    a 403 for a missing CSRF token). The namespace goes into the scope for the routes.
     """
 
     def __init__(
@@ -657,10 +659,12 @@ class BearerAuth:
         app: ASGIApp,
         keys: list[str],
         lookup: Callable[[str], Awaitable[str | None]] | None = None,
+        session: Callable[[Scope], Awaitable[str | None]] | None = None,
     ) -> None:
         self.app = app
         self._keys = [k.encode() for k in keys]
         self._lookup = lookup
+        self._session = session
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_path(scope)
@@ -676,6 +680,9 @@ class BearerAuth:
                 )
                 await response(scope, receive, send)
                 return
+            except ProblemError as exc:
+                await problem_response(exc)(scope, receive, send)
+                return
             if namespace is None:
                 response = problem_response(
                     Unauthorized("a valid API key is required: Authorization: Bearer <key>"),
@@ -689,6 +696,8 @@ class BearerAuth:
     async def _namespace(self, scope: Scope) -> str | None:
         token = _bearer_token(scope)
         if token is None:
+            if self._session is not None and not _has_header(scope, b"authorization"):
+                return await self._session(scope)
             return None
         # Compare against every key so timing says nothing about which matched.
         if any([hmac.compare_digest(token, k) for k in self._keys]):
@@ -714,6 +723,10 @@ def route_path(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
         return path[len(root) :] or "/"
     return path
+
+
+def _has_header(scope: Scope, name: bytes) -> bool:
+    return any(key == name for key, _ in scope.get("headers", []))
 
 
 def _bearer_token(scope: Scope) -> bytes | None:

@@ -40,6 +40,7 @@ from app.netguard import (
 )
 from app.store import OutboundRequest, Report
 from app.tenants import NamespaceSigners, public_id
+from app.tokens import MAX_LIFETIME, CallbackClaim, CallbackTokens
 from baton.signing import Signer
 
 log = logging.getLogger("baton.delivery")
@@ -71,6 +72,41 @@ def build_body(
     if request.compensating is not None:
         body["compensating"] = request.compensating
     return body
+
+
+def build_request(
+    request: OutboundRequest, *, now: datetime, signer: Signer, callback_url: str | None
+) -> tuple[dict[str, str], bytes]:
+    """The headers and body of a request sent at ``now`` (also how the console shows
+    the request an attempt sent, from the attempt's start time)."""
+    deadline = now + timedelta(seconds=request.timeout)
+    body = orjson.dumps(build_body(request, deadline=deadline, callback_url=callback_url))
+    headers = signer.headers(request.message_id, int(now.timestamp()), body)
+    headers.update(
+        {
+            "Content-Type": "application/json",
+            "Baton-Workflow-Id": public_id(request.workflow_id),
+            "Baton-Attempt": str(request.attempt),
+            "Baton-Kind": request.kind.value,
+        }
+    )
+    if request.step_id is not None:
+        headers["Baton-Step-Id"] = request.step_id
+    return headers, body
+
+
+def step_callback_url(
+    tokens: CallbackTokens, public_url: str, request: OutboundRequest
+) -> str | None:
+    """The ``callbackUrl`` of a step request: a token bound to this attempt of this run."""
+    if request.step_id is None or request.run_id is None:
+        return None
+    # Accepted for the workflow's timeout: never before the workflow's deadline.
+    token = tokens.make(
+        CallbackClaim(request.workflow_id, request.step_id, request.run_id, request.attempt),
+        lifetime=request.workflow_timeout or MAX_LIFETIME,
+    )
+    return f"{public_url}/v1/callbacks/{token}"
 
 
 class Deliverer:
@@ -114,21 +150,10 @@ class Deliverer:
         """Headers and body for a request, signed with every secret of ``signer`` (by default
         the global secrets)."""
         now = now or datetime.now(UTC)
-        deadline = now + timedelta(seconds=request.timeout)
         callback_url = self._callback_url(request) if request.kind is DeliveryKind.STEP else None
-        body = orjson.dumps(build_body(request, deadline=deadline, callback_url=callback_url))
-        headers = (signer or self._signer).headers(request.message_id, int(now.timestamp()), body)
-        headers.update(
-            {
-                "Content-Type": "application/json",
-                "Baton-Workflow-Id": public_id(request.workflow_id),
-                "Baton-Attempt": str(request.attempt),
-                "Baton-Kind": request.kind.value,
-            }
+        return build_request(
+            request, now=now, signer=signer or self._signer, callback_url=callback_url
         )
-        if request.step_id is not None:
-            headers["Baton-Step-Id"] = request.step_id
-        return headers, body
 
     async def send(self, request: OutboundRequest) -> Report:
         """Send one request and classify the answer (DESIGN §4)."""

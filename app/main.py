@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -27,8 +28,9 @@ from app.api import (
     problem_handler,
     server_error_handler,
 )
+from app.console import Console
 from app.db import SqliteProcessLock, close_database, open_database
-from app.delivery import Deliverer
+from app.delivery import Deliverer, step_callback_url
 from app.dispatcher import Dispatcher
 from app.errors import ConfigurationError, ProblemError
 from app.keys import api_keys, signing_secrets
@@ -37,10 +39,10 @@ from app.metrics import Metrics
 from app.netguard import NetPolicy
 from app.notify import PgWakeups
 from app.settings import Settings
-from app.store import OutboundRequest, Store
+from app.store import Store
 from app.sweeper import Sweeper
 from app.tenants import NamespaceSigners
-from app.tokens import MAX_LIFETIME, CallbackClaim, CallbackTokens
+from app.tokens import CallbackTokens
 from baton.signing import Signer
 
 log = logging.getLogger("baton")
@@ -97,6 +99,7 @@ def create_app(
     # Generated ones too, and in every form a log line could show them.
     add_secrets(*keys, *(form for s in secrets for form in signing_secret_forms(s)))
     api = Api(runtime.store, policy=policy, wake=runtime.wake, stopping=runtime.stopping)
+    console = Console(runtime.store, env_keys=keys, settings=settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -124,25 +127,14 @@ def create_app(
         tokens = CallbackTokens(token_key)
         api.tokens = tokens
 
-        def callback_url(request: OutboundRequest) -> str | None:
-            if request.step_id is None or request.run_id is None:
-                return None
-            # Accepted for the workflow's timeout: never before the workflow's deadline.
-            token = tokens.make(
-                CallbackClaim(
-                    request.workflow_id, request.step_id, request.run_id, request.attempt
-                ),
-                lifetime=request.workflow_timeout or MAX_LIFETIME,
-            )
-            return f"{settings.public_url}/v1/callbacks/{token}"
-
         signer = Signer(secrets)
         signers = NamespaceSigners(signer, runtime.store.namespace_signing_secrets)
+        await console.start(token_key=token_key, signers=signers)
         deliverer = Deliverer(
             signer=signer,
             signers=signers,
             policy=policy,
-            callback_url=callback_url,
+            callback_url=functools.partial(step_callback_url, tokens, settings.public_url),
             max_connections=settings.max_concurrency,
             transport=transport,
         )
@@ -214,8 +206,15 @@ def create_app(
         Exception: server_error_handler,
     }
     app = Starlette(
-        routes=api.routes(),
-        middleware=[Middleware(BearerAuth, keys=keys, lookup=runtime.store.authenticate)],
+        routes=[*api.routes(), *console.routes()],
+        middleware=[
+            Middleware(
+                BearerAuth,
+                keys=keys,
+                lookup=runtime.store.authenticate,
+                session=console.sessions.namespace,
+            )
+        ],
         exception_handlers=handlers,
         lifespan=lifespan,
     )

@@ -22,6 +22,9 @@ DEFAULT_DATABASE_URL = "sqlite://data/baton.sqlite3"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 DEFAULT_MAX_CONCURRENCY = 256
 DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_UI_SESSION_HOURS = 12.0
+#: A console session lasts at most 31 days.
+MAX_UI_SESSION_HOURS = 31 * 24.0
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -47,6 +50,8 @@ class Settings:
     shutdown_grace: float = 10.0
     #: Private hosts an operator allows even though private networks are refused.
     allowed_hosts: tuple[str, ...] = ()
+    #: How long a console login (its session cookie) lasts.
+    ui_session_hours: float = DEFAULT_UI_SESSION_HOURS
     #: Where generated keys and the default SQLite database live.
     data_dir: Path = field(default_factory=lambda: Path("data"))
 
@@ -85,6 +90,9 @@ class Settings:
                     for h in config("BATON_ALLOWED_HOSTS", cast=CommaSeparatedStrings, default="")
                     if h
                 ),
+                ui_session_hours=config(
+                    "BATON_UI_SESSION_HOURS", cast=float, default=DEFAULT_UI_SESSION_HOURS
+                ),
                 data_dir=data_dir,
             )
         except ValueError as exc:
@@ -98,6 +106,10 @@ class Settings:
             raise ConfigurationError("BATON_MAX_CONCURRENCY must be at least 1")
         if self.lease_seconds <= 0:
             raise ConfigurationError("BATON_LEASE_SECONDS must be greater than 0")
+        if not 0 < self.ui_session_hours <= MAX_UI_SESSION_HOURS:
+            raise ConfigurationError(
+                f"BATON_UI_SESSION_HOURS must be more than 0 and at most {MAX_UI_SESSION_HOURS:g}"
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigurationError("BATON_LOG_FORMAT must be text or json")
         if self.retention_days is not None and self.retention_days <= 0:

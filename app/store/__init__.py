@@ -17,6 +17,7 @@ The map — each module is one role; ``Store`` puts them together:
 ``actions``         cancel, retry, retry a step, workflow timeouts, purging
 ``credentials``     API keys, namespaces' signing secrets, server secrets
 ``liveness``        live processes; taking back the leases of dead ones
+``console``         the reads only the console (app/console) asks
 ``render``          rows as the API's JSON documents; list cursors
 ``rows``            rows as the engine's values; ids; the columns machines need
 ``graphs``          the per-process cache of workflow graphs

@@ -417,10 +417,10 @@ def test_the_auth_scheme_is_case_insensitive(client: TestClient) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_the_root_sends_a_browser_to_the_documentation(client: TestClient) -> None:
+def test_the_root_sends_a_browser_to_the_console(client: TestClient) -> None:
     response = client.get("/", follow_redirects=False)
     assert response.status_code == 302
-    assert response.headers["location"] == "/docs"
+    assert response.headers["location"] == "/ui"
     assert client.get("/").headers["content-type"].startswith("text/html")
 
 
@@ -460,7 +460,7 @@ def test_behind_a_root_path_the_key_is_checked_on_the_routes_path(tmp_path: Path
         document = prefixed.get("/baton/openapi.json").json()
         assert document["servers"] == [{"url": "/baton"}]
         home = prefixed.get("/baton/", follow_redirects=False)
-        assert home.headers["location"] == "/baton/docs"
+        assert home.headers["location"] == "/baton/ui"
     with running(tmp_path / "plain") as plain:
         assert "servers" not in plain.get("/openapi.json").json()
 

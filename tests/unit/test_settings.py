@@ -81,6 +81,12 @@ def test_the_repr_of_settings_from_the_environment_hides_every_secret() -> None:
     assert_no_secret(repr(configured.signing_secrets))
 
 
+def test_console_sessions_last_twelve_hours_unless_configured() -> None:
+    assert Settings.from_env(ENV, env_file=None).ui_session_hours == 12
+    configured = Settings.from_env({**ENV, "BATON_UI_SESSION_HOURS": "0.5"}, env_file=None)
+    assert configured.ui_session_hours == 0.5
+
+
 def test_a_url_without_a_password_is_shown_whole() -> None:
     assert "postgres://baton@db/baton" in repr(settings(database_url="postgres://baton@db/baton"))
 
@@ -99,6 +105,9 @@ def test_secret_values_name_every_form_of_every_secret() -> None:
         ({"BATON_LEASE_SECONDS": "-1"}, "BATON_LEASE_SECONDS"),
         ({"BATON_ALLOW_PRIVATE_NETWORKS": "perhaps"}, "BATON_ALLOW_PRIVATE_NETWORKS"),
         ({"BATON_PUBLIC_URL": "ftp://x"}, "BATON_PUBLIC_URL"),
+        ({"BATON_UI_SESSION_HOURS": "0"}, "BATON_UI_SESSION_HOURS"),
+        ({"BATON_UI_SESSION_HOURS": "745"}, "BATON_UI_SESSION_HOURS"),
+        ({"BATON_UI_SESSION_HOURS": "a day"}, "BATON_UI_SESSION_HOURS"),
     ],
 )
 def test_a_bad_setting_beside_secrets_names_only_the_setting(
