@@ -247,3 +247,14 @@ def test_a_start_up_error_shows_no_password(tmp_path: Path, capture: Capture) ->
     for value in (PASSWORD, quote(PASSWORD, safe="")):
         assert value not in str(raised.value)
         assert value not in logged
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test modules by their basename (rootdir-relative packages aside):
+    two test files of one name in different folders break collection of the whole suite."""
+    root = Path(__file__).resolve().parents[2]
+    names: dict[str, list[str]] = {}
+    for folder in ("tests", "clients/python/tests"):
+        for path in (root / folder).rglob("test_*.py"):
+            names.setdefault(path.name, []).append(str(path.relative_to(root)))
+    assert {n: p for n, p in names.items() if len(p) > 1} == {}
