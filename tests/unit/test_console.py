@@ -453,7 +453,9 @@ def test_timeline_events_and_callbacks_data(console: Console) -> None:
     assert [e["id"] for e in older["items"]] == ids[1:]
     bad = console.client.get("/ui/api/workflows/f/events?before=soon")
     assert bad.status_code == 422
-    deadline = time.monotonic() + 10
+    # The onError request fails 5 times, with exponential backoff between the tries
+    # (up to 1 + 2 + 4 + 8 s): it fails for good within about 15 s.
+    deadline = time.monotonic() + 40
     while True:
         callbacks = console.client.get("/ui/api/workflows/f/callbacks").json()
         if callbacks["states"]["on_error"] == "failed" or time.monotonic() > deadline:
