@@ -30,6 +30,7 @@ whole second), or from the Unix epoch: ``every: 3600`` ticks on the hour, in UTC
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -310,8 +311,11 @@ def _next_every(period: int, anchor: datetime, after: datetime) -> datetime:
 
 
 def jitter_delay(jitter: float, rand: Callable[[], float]) -> timedelta:
-    """A tick's random delay: from 0 up to ``jitter`` seconds (``rand()`` in [0, 1))."""
-    return timedelta(seconds=jitter * rand()) if jitter > 0 else timedelta(0)
+    """A tick's random delay: from 0 up to ``jitter`` seconds (``rand()`` in [0, 1)),
+    in whole microseconds rounded down (never past the bound)."""
+    if jitter <= 0:
+        return timedelta(0)
+    return timedelta(microseconds=math.floor(jitter * rand() * 1_000_000))
 
 
 def tick_workflow_id(schedule_id: str, tick: datetime) -> str:

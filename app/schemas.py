@@ -956,6 +956,9 @@ def parse_batch_request(
     an ``id`` given to two of them.
     """
     doc, problems = _load(raw, MAX_BATCH_BODY_BYTES)
+    if problems:
+        # Values that cannot be stored (each located): nothing else is worth checking.
+        raise _failure(problems)
     if type(doc) is not dict:
         raise ValidationFailed([FieldError("", f"must be a JSON object, got {_json_type(doc)}")])
     extra = sorted(set(doc) - {"workflows"})

@@ -369,10 +369,16 @@ class Schedules(Creating):
         return document
 
     async def _lock(self, schedule_id: str, *, wait: bool) -> list[SimpleNamespace]:
-        """The schedule's row, locked (``wait=False``: skipped if another holds it)."""
+        """The schedule's row, locked (``wait=False``: skipped if another holds it).
+
+        ``FOR NO KEY UPDATE`` (a schedule's id never changes): firers, triggers and
+        replaces exclude each other, but a run row inserted meanwhile (its foreign key
+        takes a key-share lock on the schedule) is not held up — nor does it hide the
+        schedule from a firer, whose insert of the same tick then meets the unique key.
+        """
         suffix = ""
         if supports_for_update():
-            suffix = " FOR UPDATE" if wait else " FOR UPDATE SKIP LOCKED"
+            suffix = " FOR NO KEY UPDATE" if wait else " FOR NO KEY UPDATE SKIP LOCKED"
         return await fetch(Schedule, _STATE_COLUMNS, Where(Schedule).eq("id", schedule_id), suffix)
 
     # ----------------------------------------------------------------- firing

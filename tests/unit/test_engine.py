@@ -200,20 +200,26 @@ def test_single_attempt_policy_never_retries() -> None:
     assert decide_after_attempt(classify_answer(500, b""), 1, policy).status is StepStatus.FAILED
 
 
-F, I, R, C = OnFailure.FAIL, OnFailure.IGNORE, OnFailure.REMOVE, OnFailure.CONTINUE
+FAIL, IGNORE, REMOVE, CONTINUE = (
+    OnFailure.FAIL,
+    OnFailure.IGNORE,
+    OnFailure.REMOVE,
+    OnFailure.CONTINUE,
+)
+ALL_OPTIONS = (FAIL, IGNORE, REMOVE, CONTINUE)
 
 
 @pytest.mark.parametrize(
     ("status", "on_failure", "satisfies", "dooms", "at_once"),
     [
-        *((StepStatus.COMPLETED, o, True, False, False) for o in (F, I, R, C)),
+        *((StepStatus.COMPLETED, o, True, False, False) for o in ALL_OPTIONS),
         # A skip is never a failure, whatever the step's option.
-        *((StepStatus.SKIPPED, o, True, False, False) for o in (F, I, R, C)),
-        (StepStatus.FAILED, F, False, True, False),
-        (StepStatus.FAILED, I, True, False, False),
-        (StepStatus.FAILED, R, True, False, False),
-        (StepStatus.FAILED, C, True, False, True),
-        *((StepStatus.CANCELLED, o, False, False, False) for o in (F, I, R, C)),
+        *((StepStatus.SKIPPED, o, True, False, False) for o in ALL_OPTIONS),
+        (StepStatus.FAILED, FAIL, False, True, False),
+        (StepStatus.FAILED, IGNORE, True, False, False),
+        (StepStatus.FAILED, REMOVE, True, False, False),
+        (StepStatus.FAILED, CONTINUE, True, False, True),
+        *((StepStatus.CANCELLED, o, False, False, False) for o in ALL_OPTIONS),
     ],
 )
 def test_dependency_rules(status, on_failure, satisfies, dooms, at_once) -> None:
