@@ -12,6 +12,8 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any
 
+import orjson
+
 from app.engine import DeliveryKind
 from app.models import Attempt, Delivery, Step, Workflow
 from app.store.session import StoreCore
@@ -25,7 +27,6 @@ _STEP_COLUMNS = (
     "status",
     "attempts",
     "depends_on",
-    "dependents",
     "compensation",
     "compensation_status",
     "completion_seq",
@@ -48,6 +49,11 @@ def _node(
     }
 
 
+def _json_list(value: Any) -> list[str]:
+    """A JSON column read raw (text on SQLite and PostgreSQL), or already decoded."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else list(value or ())
+
+
 class Graphing(StoreCore):
     """The graph document of a workflow."""
 
@@ -59,8 +65,14 @@ class Graphing(StoreCore):
         if not found:
             return None
         workflow = found[0]
+        # depends_on is read as its JSON text and parsed here (cheaper than the ORM's
+        # conversion, which is most of the per-row cost at 10,000 steps).
         steps = await fetch(
-            Step, _STEP_COLUMNS, Where(Step).eq("workflow_id", workflow_id), ' ORDER BY "position"'
+            Step,
+            _STEP_COLUMNS,
+            Where(Step).eq("workflow_id", workflow_id),
+            ' ORDER BY "position"',
+            raw=("depends_on",),
         )
         owed = {
             (d.kind, d.step_id): d
@@ -85,12 +97,12 @@ class Graphing(StoreCore):
         nodes: list[dict[str, Any]] = []
         edges: list[dict[str, str]] = []
         compensations: list[Any] = []
-        sinks: list[str] = []
+        depended_on: set[str] = set()
         for step in steps:
             nodes.append(_node(step.step_id, "step", step.step_id, step.status, step.attempts))
-            edges.extend({"from": dep, "to": step.step_id} for dep in step.depends_on)
-            if not step.dependents:
-                sinks.append(step.step_id)
+            depends_on = _json_list(step.depends_on)
+            depended_on.update(depends_on)
+            edges.extend({"from": dep, "to": step.step_id} for dep in depends_on)
             if step.compensation:
                 node_id = step.step_id + COMPENSATION_SUFFIX
                 count, _ = sent.get((DeliveryKind.COMPENSATION, step.step_id), (0, False))
@@ -100,6 +112,8 @@ class Graphing(StoreCore):
                 edges.append({"from": step.step_id, "to": node_id})
                 if step.compensation_status is not None:
                     compensations.append(step)
+        # The last steps: those nothing depends on (the callbacks come after them).
+        sinks = [s.step_id for s in steps if s.step_id not in depended_on]
         # Compensations run one at a time, in reverse completion order.
         compensations.sort(key=lambda s: (s.completion_seq or 0, s.position), reverse=True)
         chain = [s.step_id + COMPENSATION_SUFFIX for s in compensations]
