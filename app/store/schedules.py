@@ -65,6 +65,7 @@ from app.store.rows import utcnow
 from app.store.sql import (
     TransitionRejected,
     Where,
+    database_unavailable,
     fetch,
     insert_many,
     retry_transaction,
@@ -467,7 +468,15 @@ class Schedules(Creating):
             try:
                 await self._fire_schedule(row.id, now, report)
             except (NotFound, TransitionRejected):
-                continue
+                continue  # deleted meanwhile, or lost races all along: the next pass
+            except Exception as exc:
+                if database_unavailable(exc):
+                    raise  # nothing will fire now: the sweep logs it once
+                # One schedule that cannot fire must not hold up the others.
+                log.exception(
+                    "schedule %s could not fire; trying again at the next tick",
+                    public_id(row.id),
+                )
         return report
 
     async def _fire_schedule(self, schedule_id: str, now: datetime, report: FireReport) -> None:

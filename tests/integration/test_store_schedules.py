@@ -531,3 +531,17 @@ async def test_the_graph_of_a_saga_workflow(store: Store) -> None:
     } <= edges
     assert await store.workflow_graph("nope") is None
     assert steps_by_id(document)["charge"]["compensation"] == "http://h/refund"
+
+
+async def test_a_schedule_that_cannot_fire_does_not_hold_up_the_others(store: Store) -> None:
+    from app.models import Schedule
+
+    await store.put_schedule("bad", schedule(every=60), now=T0)
+    await store.put_schedule("good", schedule(every=60), now=T0)
+    # A stored body that no longer validates (as after an incompatible upgrade).
+    await Schedule.filter(id="bad").update(workflow={"steps": []})
+    report = await store.fire_due_schedules(now=at(61))
+    assert report.outcomes == {"fired": 1}
+    assert await workflow_ids(store, "good") == ["good-20300101T100100Z"]
+    found = await store.get_schedule("bad")
+    assert found is not None and found["firedCount"] == 0
