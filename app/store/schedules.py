@@ -264,7 +264,11 @@ class Schedules(Creating):
                 )
                 return False
 
-        created = await retry_transaction(put)
+        try:
+            created = await retry_transaction(put)
+        except IntegrityError:
+            # Another PUT created it meanwhile: this one replaces it.
+            created = await retry_transaction(put)
         document = await self.get_schedule(scoped)
         assert document is not None
         return document, created

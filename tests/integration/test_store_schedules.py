@@ -545,3 +545,13 @@ async def test_a_schedule_that_cannot_fire_does_not_hold_up_the_others(store: St
     assert await workflow_ids(store, "good") == ["good-20300101T100100Z"]
     found = await store.get_schedule("bad")
     assert found is not None and found["firedCount"] == 0
+
+
+async def test_two_puts_of_a_new_schedule_at_once_create_one(store: Store) -> None:
+    answers = await asyncio.gather(
+        store.put_schedule("s", schedule(every=60), now=T0),
+        store.put_schedule("s", schedule(every=120), now=T0),
+    )
+    assert sorted(created for _, created in answers) == [False, True]
+    items, _ = await store.list_schedules()
+    assert [i["id"] for i in items] == ["s"]
