@@ -10,7 +10,9 @@ import math
 import re
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -46,11 +48,14 @@ from app.errors import (
 from app.metrics import Metrics
 from app.netguard import NetPolicy, check_url
 from app.openapi import DOCS_ASSETS_PATH, DOCS_CSP, DOCS_PAGE, build_document, docs_assets
+from app.schedule_api import ScheduleApi
 from app.schemas import (
     ID_PATTERN,
+    MAX_BATCH_BODY_BYTES,
     MAX_BODY_BYTES,
     MAX_NAME_LENGTH,
     canonical_json,
+    parse_batch_request,
     parse_callback_request,
     parse_cancel_request,
     parse_create_request,
@@ -70,6 +75,8 @@ from app.tenants import DEFAULT_NAMESPACE, scoped_id
 from app.tokens import CallbackClaim, CallbackTokens, ExpiredToken, InvalidToken
 
 log = logging.getLogger("baton.api")
+
+T = TypeVar("T")
 
 #: How often an idle event stream sends a comment to keep proxies from closing it.
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -147,6 +154,20 @@ class Api:
         self._openapi: dict[str, bytes] = {}
         #: The readiness probe under way, shared by concurrent /readyz requests.
         self._ping: asyncio.Task[None] | None = None
+        #: Set by the lifespan: tells the timekeeper (app.sweeper) of a delayed start or
+        #: a schedule's tick that falls due, so it fires on time in this process.
+        self.due_at: Callable[[datetime | None], None] = lambda when: None
+        self.schedules = ScheduleApi(
+            store,
+            check_url=self._check_url,
+            check_condition=_check_condition,
+            read_body=read_body,
+            namespace=_namespace,
+            respond=JSON,
+            whole_number=_whole_number_parameter,
+            wake=lambda: self.wake(),
+            due_at=lambda when: self.due_at(when),
+        )
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -156,7 +177,9 @@ class Api:
             Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/v1/workflows", self.create_workflow, methods=["POST"]),
             Route("/v1/workflows", self.list_workflows, methods=["GET"]),
+            Route("/v1/workflows/batch", self.create_workflows, methods=["POST"]),
             Route("/v1/workflows/{workflow_id}", self.get_workflow, methods=["GET"]),
+            Route("/v1/workflows/{workflow_id}/graph", self.get_graph, methods=["GET"]),
             Route("/v1/workflows/{workflow_id}/events", self.events, methods=["GET"]),
             Route("/v1/workflows/{workflow_id}/steps/{step_id}", self.get_step, methods=["GET"]),
             Route(
@@ -173,6 +196,7 @@ class Api:
             ),
             Route("/v1/callbacks/{token}", self.callback, methods=["POST"]),
             Route("/v1/callbacks/{token}/heartbeat", self.heartbeat, methods=["POST"]),
+            *self.schedules.routes(),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/docs", self.docs, methods=["GET"], include_in_schema=False),
             Mount(DOCS_ASSETS_PATH, app=docs_assets(), name="docs_assets"),
@@ -236,33 +260,64 @@ class Api:
             raw, check_url=self._check_url, check_condition=_check_condition
         )
         request_hash = hashlib.sha256(canonical_json(document)).hexdigest()
-        # Root requests go straight to this process's dispatcher when it has free slots.
-        dispatcher = self.dispatcher
-        # At most one slot per root: creates waiting together each get theirs.
-        roots = sum(1 for step in spec.steps if not step.depends_on)
-        slots = dispatcher.reserve(limit=roots) if dispatcher is not None else 0
-        handed: list[OutboundRequest] = []
-        try:
-            body, created = await self.store.create_workflow(
+        body, created = await self._handing_off(
+            sum(1 for step in spec.steps if not step.depends_on),
+            partial(
+                self.store.create_workflow,
                 spec,
                 request_hash=request_hash,
                 idempotency_key=idempotency_key,
-                handoff=slots,
-                lease_seconds=dispatcher.lease_seconds if dispatcher is not None else 30.0,
-                on_requests=handed.extend,
-                # Roots this process claimed are sent at once; the claim loop is woken
-                # only for those it could not take (no free slots).
-                on_due=self.wake,
                 namespace=namespace,
-            )
-        finally:
-            if dispatcher is not None:
-                dispatcher.release(slots, handed)
+            ),
+        )
+        if body["startAt"] is not None and body["status"] == WorkflowStatus.PENDING:
+            self.due_at(body_time(body["startAt"]))
         return JSON(
             body,
             status_code=201 if created else 200,
             headers={"Location": f"{request.scope.get('root_path', '')}/v1/workflows/{body['id']}"},
         )
+
+    async def create_workflows(self, request: Request) -> Response:
+        """``POST /v1/workflows/batch``: every workflow in one transaction, or none."""
+        namespace = _namespace(request)
+        raw = await read_body(request, MAX_BATCH_BODY_BYTES)
+        items = parse_batch_request(
+            raw, check_url=self._check_url, check_condition=_check_condition
+        )
+        hashed = [
+            (spec, hashlib.sha256(canonical_json(document)).hexdigest()) for spec, document in items
+        ]
+        documents, created = await self._handing_off(
+            sum(1 for spec, _ in items for step in spec.steps if not step.depends_on),
+            partial(self.store.create_workflows, hashed, namespace=namespace),
+        )
+        starts = [d["startAt"] for d in documents if d["status"] == WorkflowStatus.PENDING]
+        if starts:
+            self.due_at(min(body_time(start) for start in starts if start is not None))
+        return JSON({"items": documents}, status_code=201 if created else 200)
+
+    async def _handing_off(self, roots: int, create: Callable[..., Awaitable[T]]) -> T:
+        """Run a store create that may claim its root requests for this process.
+
+        Root requests go straight to this process's dispatcher when it has free slots:
+        at most one slot per root (creates waiting together each get theirs). Roots
+        claimed are sent at once; the claim loop is woken only for those the create
+        could not take (no free slots).
+        """
+        dispatcher = self.dispatcher
+        slots = dispatcher.reserve(limit=roots) if dispatcher is not None else 0
+        handed: list[OutboundRequest] = []
+        try:
+            return await create(
+                handoff=slots,
+                lease_seconds=dispatcher.lease_seconds if dispatcher is not None else 30.0,
+                on_requests=handed.extend,
+                on_due=self.wake,
+            )
+        finally:
+            if dispatcher is not None:
+                dispatcher.release(slots, handed)
 
     def _check_url(self, url: str) -> None:
         check_url(url, self.policy)
@@ -295,6 +350,13 @@ class Api:
     async def get_workflow(self, request: Request) -> Response:
         workflow_id = _workflow_id(request)
         document = await self.store.get_workflow(_scoped(request, workflow_id))
+        if document is None:
+            raise NotFound(f"no workflow '{workflow_id}'")
+        return JSON(document)
+
+    async def get_graph(self, request: Request) -> Response:
+        workflow_id = _workflow_id(request)
+        document = await self.store.workflow_graph(_scoped(request, workflow_id))
         if document is None:
             raise NotFound(f"no workflow '{workflow_id}'")
         return JSON(document)
@@ -442,6 +504,11 @@ _FINAL_STATUSES = frozenset(
         WorkflowStatus.COMPENSATION_FAILED.value,
     }
 )
+
+
+def body_time(value: str) -> datetime:
+    """A time of a document (ISO 8601 with a Z) as a datetime."""
+    return datetime.fromisoformat(value)
 
 
 def _namespace(request: Request) -> str:

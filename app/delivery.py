@@ -71,6 +71,8 @@ def build_body(
     }
     if request.compensating is not None:
         body["compensating"] = request.compensating
+    if request.schedule is not None:
+        body["schedule"] = request.schedule
     return body
 
 

@@ -30,15 +30,22 @@ __all__ = [
     "Dependencies",
     "EventDocument",
     "EventList",
+    "GraphDocument",
+    "GraphEdge",
+    "GraphNode",
     "Health",
     "HeartbeatAnswer",
     "Problem",
     "ProblemFieldError",
     "Readiness",
     "RetryPolicyDocument",
+    "ScheduleDocument",
+    "SchedulePage",
+    "ScheduleRunDocument",
     "StepDetail",
     "StepDocument",
     "StepErrorDocument",
+    "WorkflowBatch",
     "WorkflowDocument",
     "WorkflowErrorDocument",
     "WorkflowPage",
@@ -162,7 +169,10 @@ class StepDocument(BaseModel):
         description="Null until the step's compensation is planned."
     )
     when: str | None
-    continue_on_failure: bool
+    continue_on_failure: bool = Field(description='Whether `onFailure` is `"ignore"`.')
+    on_failure: Literal["fail", "ignore", "remove", "continue"] = Field(
+        description="What the step failing for good does to the steps that depend on it."
+    )
     timeout: float
     retries: RetryPolicyDocument
 
@@ -210,8 +220,16 @@ class WorkflowDocument(BaseModel):
     on_complete: str | None
     on_error: str | None
     created_at: Time
-    started_at: Time | None
+    start_at: Time | None = Field(
+        description="The delayed start asked for (`startAt`, or the create time plus "
+        "`delay`); null when the workflow started at once."
+    )
+    started_at: Time | None = Field(description="Null while `pending`.")
     completed_at: Time | None
+    schedule_id: str | None = Field(description="The schedule that fired the workflow, if any.")
+    scheduled_at: Time | None = Field(
+        description="The schedule's tick the workflow was fired for, if any."
+    )
     current_steps: list[str] = Field(description="Steps `running` or `retrying`.")
     completed_steps: list[str] = Field(description="Completed steps, in completion order.")
     failed_steps: list[str]
@@ -316,3 +334,112 @@ class Readiness(BaseModel):
 
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unreachable"]
+
+
+# --------------------------------------------------------------------------- §3, §8
+
+
+class WorkflowBatch(BaseModel):
+    """The workflows of a batch create, in request order."""
+
+    model_config = _CONFIG
+
+    items: list[WorkflowDocument]
+
+
+#: A node of a workflow's graph: a step, a step's compensation, or a callback.
+NodeKind = Literal["step", "compensation", "on_complete", "on_error"]
+
+
+class GraphNode(BaseModel):
+    """A node of a workflow's graph."""
+
+    model_config = _CONFIG
+
+    id: str = Field(
+        description="A step's id; `<stepId>#compensation` for its compensation; "
+        "`#on_complete` and `#on_error` for the callbacks (`#` is never in a step id)."
+    )
+    kind: NodeKind
+    step_id: str | None = Field(description="The step a step or compensation node belongs to.")
+    status: str | None = Field(
+        description="A step's status; a compensation's `compensationStatus` (null until "
+        "due); a callback's `pending`, `running`, `completed` or `failed` (null until owed)."
+    )
+    attempts: int = Field(ge=0, description="Requests sent for this node in its current run.")
+    queue: str | None = Field(description="The queue of a queue step (null for URL steps).")
+    job_id: str | None = Field(description="The job of a queue step's current run, if any.")
+
+
+class GraphEdge(BaseModel):
+    """An edge: ``from`` runs before ``to`` (a dependency, a compensation order, a callback)."""
+
+    model_config = _CONFIG
+
+    from_: str = Field(alias="from")
+    to: str
+
+
+class GraphDocument(BaseModel):
+    """A workflow's whole DAG in one answer (BullMQ's ``getFlow``)."""
+
+    model_config = _CONFIG
+
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+
+ScheduleOutcome = Literal["fired", "skipped", "missed", "buffered"]
+
+
+class ScheduleRunDocument(BaseModel):
+    """What one tick of a schedule came to."""
+
+    model_config = _CONFIG
+
+    scheduled_at: Time = Field(description="The tick: when the schedule said to fire.")
+    fired_at: Time | None = Field(description="When its workflow was created, if it was.")
+    workflow_id: str | None
+    outcome: ScheduleOutcome
+
+
+class ScheduleDocument(BaseModel):
+    """A schedule (recurring workflow) and its state."""
+
+    model_config = _CONFIG
+
+    id: str
+    cron: str | None = Field(description="Five cron fields, or an alias such as `@daily`.")
+    every: int | None = Field(description="Seconds between ticks (when there is no `cron`).")
+    timezone: str
+    start_at: Time | None
+    end_at: Time | None
+    limit: int | None = Field(description="Fires in all, or null for no limit.")
+    overlap: Literal["skip", "allow", "buffer_one", "cancel_previous"]
+    catchup_window: float
+    jitter: float
+    paused: bool
+    note: str | None = Field(description="Why it was paused (or resumed), if said.")
+    workflow: dict[str, Json] = Field(description="The create body each fire uses.")
+    created_at: Time
+    updated_at: Time
+    next_run_at: Time | None = Field(
+        description="The next tick (without jitter); null while paused and once no tick "
+        "is left (`endAt` passed, `limit` reached)."
+    )
+    last_run_at: Time | None = Field(description="When it last fired a workflow.")
+    fired_count: int = Field(ge=0, description="Workflows fired, triggers included.")
+    recent_runs: list[ScheduleRunDocument] = Field(
+        description="The last 50 ticks (fired, skipped, missed or buffered), newest first."
+    )
+
+
+class SchedulePage(BaseModel):
+    """A page of schedules, by id."""
+
+    model_config = _CONFIG
+
+    items: list[ScheduleDocument]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )

@@ -95,6 +95,21 @@ class Outcome(enum.StrEnum):
     ASYNC = "async"  #: the handler accepted the work and will call back
 
 
+class OnFailure(enum.StrEnum):
+    """What a step failing for good does to the steps that depend on it (per step).
+
+    BullMQ's flow options, by their names there: ``failParentOnFailure``,
+    ``ignoreDependencyOnFailure``, ``removeDependencyOnFailure`` and
+    ``continueParentOnFailure``. Only ``fail`` dooms the workflow (and so only
+    ``fail`` leads to saga compensation).
+    """
+
+    FAIL = "fail"  #: the workflow is doomed (DESIGN §5); the default
+    IGNORE = "ignore"  #: dependents proceed and see it as failed (``continueOnFailure``)
+    REMOVE = "remove"  #: dependents proceed; it is absent from their ``previousSteps``
+    CONTINUE = "continue"  #: its direct dependents start at once, not waiting for the rest
+
+
 class Backoff(enum.StrEnum):
     EXPONENTIAL = "exponential"
     FIXED = "fixed"
@@ -429,16 +444,35 @@ def decide_after_attempt(
     return AttemptDecision(StepStatus.FAILED, error=attempt_result.error)
 
 
-def satisfies_dependents(status: StepStatus, continue_on_failure: bool) -> bool:
-    """Whether a settled step lets its dependents proceed (DESIGN §5)."""
+def satisfies_dependents(status: StepStatus, on_failure: OnFailure) -> bool:
+    """Whether a settled step lets its dependents proceed (DESIGN §5).
+
+    A step skipped by ``when`` always does: a skip is never a failure.
+    """
     return status in (StepStatus.COMPLETED, StepStatus.SKIPPED) or (
-        status is StepStatus.FAILED and continue_on_failure
+        status is StepStatus.FAILED and on_failure is not OnFailure.FAIL
     )
 
 
-def dooms_workflow(status: StepStatus, continue_on_failure: bool) -> bool:
-    """A step that failed for good without continueOnFailure dooms its workflow."""
-    return status is StepStatus.FAILED and not continue_on_failure
+def dooms_workflow(status: StepStatus, on_failure: OnFailure) -> bool:
+    """A step that failed for good with ``onFailure: fail`` dooms its workflow."""
+    return status is StepStatus.FAILED and on_failure is OnFailure.FAIL
+
+
+def starts_dependents_at_once(status: StepStatus, on_failure: OnFailure) -> bool:
+    """``onFailure: continue``: the failure makes its direct dependents ready at once."""
+    return status is StepStatus.FAILED and on_failure is OnFailure.CONTINUE
+
+
+def ancestor_state(
+    status: str, result: Any, error: Any, on_failure: str | None = None
+) -> dict[str, Any]:
+    """A step's state as ``previous_steps`` reads it; a failed ``onFailure: remove`` step
+    is marked removed (absent from its dependents' ``previousSteps``)."""
+    state = {"status": status, "result": result, "error": error}
+    if status == StepStatus.FAILED and on_failure == OnFailure.REMOVE:
+        state["removed"] = True
+    return state
 
 
 def callback_kind_for(status: WorkflowStatus) -> DeliveryKind | None:
@@ -474,12 +508,13 @@ def previous_steps(
 ) -> dict[str, dict[str, Any]]:
     """The `previousSteps` map sent to a step: every transitive ancestor (DESIGN §4).
 
-    ``states`` maps step id to {"status", "result", "error"} as stored.
+    ``states`` maps step id to {"status", "result", "error"} as stored
+    (``ancestor_state``); a failed step whose ``onFailure`` is ``remove`` is left out.
     """
     out: dict[str, dict[str, Any]] = {}
     for step_id in ancestors:
         state = states.get(step_id)
-        if state is None:
+        if state is None or state.get("removed"):
             continue
         status = state["status"]
         if status == StepStatus.COMPLETED:

@@ -32,18 +32,21 @@ from app.engine import (
     AttemptDecision,
     AttemptResult,
     DeliveryKind,
+    OnFailure,
     RetryPolicy,
     StepError,
     StepErrorCode,
     StepStatus,
     WorkflowErrorCode,
     WorkflowStatus,
+    ancestor_state,
     callback_kind_for,
     decide_after_attempt,
     dooms_workflow,
     iso,
     previous_steps,
     satisfies_dependents,
+    starts_dependents_at_once,
     workflow_error,
 )
 from app.tenants import public_id
@@ -81,7 +84,8 @@ class StepState:
     run_id: str
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = 300.0
-    continue_on_failure: bool = False
+    #: What failing for good does to its dependents (``continueOnFailure`` is ``ignore``).
+    on_failure: OnFailure = OnFailure.FAIL
     condition: str | None = None
     compensation: str | None = None
     attempts: int = 0
@@ -117,6 +121,9 @@ class WorkflowState:
     previous_steps: str = "ancestors"
     #: How many times steps were re-opened (settled states cached before are stale).
     reopened: int = 0
+    #: The schedule that fired the workflow (scoped id) and its tick: step requests say so.
+    schedule_id: str | None = None
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +324,7 @@ class Machine:
 
     def _condition_check(self, step: StepState, ancestors: list[str]) -> ConditionCheck:
         states = {
-            a: {"status": s.status.value, "result": s.result, "error": s.error}
+            a: ancestor_state(s.status.value, s.result, s.error, s.on_failure)
             for a in ancestors
             if (s := self.steps.get(a)) is not None
         }
@@ -330,12 +337,35 @@ class Machine:
 
     # ----------------------------------------------------------------- inputs
 
-    def start(self) -> None:
-        """A new workflow: its roots are ready."""
-        self.event(
-            "workflow.created", None, name=self.workflow.name, steps=self.workflow.step_count
+    def start(self, *, start_at: datetime | None = None) -> None:
+        """A new workflow: its roots are ready; with ``start_at`` (delayed start) it stays
+        ``pending``, nothing sent, until ``begin()`` at that time."""
+        data: dict[str, Any] = {"name": self.workflow.name, "steps": self.workflow.step_count}
+        if start_at is not None:
+            data["startAt"] = iso(start_at)
+        self.event("workflow.created", None, **data)
+        if start_at is not None:
+            return
+        self.event("workflow.started", None)
+        self._ready_roots()
+
+    def begin(self) -> bool:
+        """A delayed workflow's start time came: it runs from now, its timeout counting
+        from now. False when it is no longer ``pending`` (cancelled, or begun already)."""
+        w = self.workflow
+        if w.status is not WorkflowStatus.PENDING or w.end_reason is not None:
+            return False
+        w.status = WorkflowStatus.RUNNING
+        self._workflow(
+            status=WorkflowStatus.RUNNING,
+            started_at=self.now,
+            deadline_at=self.now + timedelta(seconds=w.timeout),
         )
         self.event("workflow.started", None)
+        self._ready_roots()
+        return True
+
+    def _ready_roots(self) -> None:
         for step in sorted(self.steps.values(), key=lambda s: s.position):
             if not step.depends_on:
                 self._queue.append(Task(TaskKind.READY, step.step_id))
@@ -452,6 +482,11 @@ class Machine:
     def retry_step(self, step_id: str) -> None:
         """`POST …/steps/{id}/retry`: re-run the step and everything downstream of it."""
         step = self.steps[step_id]
+        if self.workflow.status is WorkflowStatus.PENDING:
+            raise ActionRefused(
+                f"workflow '{public_id(self.workflow.id)}' is pending (a delayed start); "
+                "its steps run once it starts"
+            )
         if step.status in (StepStatus.RUNNING, StepStatus.RETRYING):
             raise ActionRefused(f"step '{step_id}' is {step.status}; retry it once it has settled")
         if self.workflow.status in (
@@ -566,7 +601,7 @@ class Machine:
             # Whatever closed the last open step (an answer, a cascade of cancels or
             # skips), the workflow must be looked at once more.
             self._queue.append(Task(TaskKind.FINISH))
-        if dooms_workflow(status, step.continue_on_failure) and self.workflow.failed_step is None:
+        if dooms_workflow(status, step.on_failure) and self.workflow.failed_step is None:
             self.workflow.failed_step = step.step_id
             self._workflow(failed_step=step.step_id)
             if self.workflow.fail_fast:
@@ -588,7 +623,10 @@ class Machine:
         )
 
     def _propagate(self, step: StepState) -> None:
-        satisfied = satisfies_dependents(step.status, step.continue_on_failure)
+        satisfied = satisfies_dependents(step.status, step.on_failure)
+        # onFailure "continue": its dependents go now, whatever their other dependencies;
+        # those settle later without starting them again (they are no longer pending).
+        at_once = starts_dependents_at_once(step.status, step.on_failure)
         for dependent_id in step.dependents:
             dependent = self.steps[dependent_id]
             if dependent.status is not StepStatus.PENDING:
@@ -598,7 +636,7 @@ class Machine:
                 continue
             dependent.deps_remaining -= 1
             self._set(dependent, deps_remaining=dependent.deps_remaining)
-            if dependent.deps_remaining <= 0:
+            if dependent.deps_remaining <= 0 or at_once:
                 self._queue.append(Task(TaskKind.READY, dependent_id))
 
     def _cancel_open(self) -> None:
@@ -714,7 +752,7 @@ class Machine:
             s
             for s in self.steps.values()
             if s.status is StepStatus.CANCELLED
-            or (s.status is StepStatus.FAILED and not s.continue_on_failure)
+            or (s.status is StepStatus.FAILED and s.on_failure is OnFailure.FAIL)
         ]
         self._reopen({s.step_id for s in reset})
 
@@ -784,7 +822,7 @@ class Machine:
                     StepStatus.CANCELLED,
                 ):
                     remaining += 1
-                elif not satisfies_dependents(dep.status, dep.continue_on_failure):
+                elif not satisfies_dependents(dep.status, dep.on_failure):
                     blocked = dep
             step.deps_remaining = remaining
             self._set(step, deps_remaining=remaining)

@@ -10,6 +10,7 @@ import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from secrets import token_urlsafe
 from types import FrameType
 from typing import Any
@@ -138,7 +139,11 @@ def create_app(
             max_connections=settings.max_concurrency,
             transport=transport,
         )
-        metrics = Metrics(runtime.store.event_tally, inflight=lambda: runtime.inflight)
+        metrics = Metrics(
+            runtime.store.event_tally,
+            inflight=lambda: runtime.inflight,
+            schedule_ticks=runtime.store.schedule_tally,
+        )
         api.metrics = metrics
         runtime.dispatcher = Dispatcher(
             runtime.store,
@@ -164,6 +169,9 @@ def create_app(
             shared=not settings.is_sqlite,
         )
         sweeper.start()
+        api.due_at = sweeper.due_at
+        # Delayed starts and ticks that fell due while no server ran: at once.
+        sweeper.due_at(datetime.now(UTC))
         wakeups = None if settings.is_sqlite else PgWakeups(settings.database_url, runtime.wake)
         if wakeups is not None:
             wakeups.start()

@@ -46,21 +46,29 @@ EVENT_TYPES = (
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-class _EventCollector(Collector):
-    """Exports the store's running tally of committed events as a counter."""
+#: What a schedule's tick can come to (``recentRuns[].outcome``).
+SCHEDULE_OUTCOMES = ("fired", "skipped", "missed", "buffered")
 
-    def __init__(self, tally: Tally[str]) -> None:
+
+class _TallyCollector(Collector):
+    """Exports one of the store's running tallies as a counter with one label.
+
+    Every value of ``known`` is exported from the start (at 0 until counted); a value
+    counted that ``known`` does not list is exported too.
+    """
+
+    def __init__(
+        self, tally: Tally[str], name: str, documentation: str, label: str, known: tuple[str, ...]
+    ) -> None:
         self.tally = tally
+        self._family = (name, documentation, label)
+        self._known = known
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(
-            "baton_events",
-            "Events (workflow and step transitions) recorded by this process, by type.",
-            labels=["type"],
-        )
-        # A type recorded that the list does not know yet is exported too.
-        for event_type in (*EVENT_TYPES, *sorted(set(self.tally) - set(EVENT_TYPES))):
-            family.add_metric([event_type], float(self.tally.get(event_type, 0)))
+        name, documentation, label = self._family
+        family = CounterMetricFamily(name, documentation, labels=[label])
+        for value in (*self._known, *sorted(set(self.tally) - set(self._known))):
+            family.add_metric([value], float(self.tally.get(value, 0)))
         yield family
 
 
@@ -69,7 +77,12 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, events: Tally[str], inflight: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        events: Tally[str],
+        inflight: Callable[[], int],
+        schedule_ticks: Tally[str] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.attempts = Counter(
             "baton_delivery_attempts",
@@ -108,7 +121,26 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
-        self.registry.register(_EventCollector(events))
+        self.registry.register(
+            _TallyCollector(
+                events,
+                "baton_events",
+                "Events (workflow and step transitions) recorded by this process, by type.",
+                "type",
+                EVENT_TYPES,
+            )
+        )
+        self.registry.register(
+            _TallyCollector(
+                schedule_ticks if schedule_ticks is not None else Tally(),
+                "baton_schedule_fires",
+                "Ticks of schedules handled by this process, by outcome: fired (a workflow "
+                "created, triggers included), skipped (overlap), missed (older than the "
+                "catch-up window when seen), buffered (waiting for the previous workflow).",
+                "outcome",
+                SCHEDULE_OUTCOMES,
+            )
+        )
 
     def render(self, workflows_by_status: dict[str, int]) -> bytes:
         for status, count in workflows_by_status.items():

@@ -53,6 +53,11 @@ class Workflow(Model):
     reopened = fields.IntField(default=0, db_default=0)
     #: What ``previousSteps`` holds in step requests: ``ancestors`` or ``parents``.
     previous_steps = fields.CharField(max_length=16, default="ancestors", db_default="ancestors")
+    #: A delayed start (``startAt`` / ``delay``): the workflow is ``pending`` until then.
+    start_at = fields.DatetimeField(null=True)
+    #: The schedule that fired the workflow (its scoped id), and the tick it fired for.
+    schedule_id = fields.CharField(max_length=192, null=True)
+    scheduled_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "workflows"
@@ -62,6 +67,8 @@ class Workflow(Model):
             ("name", "created_at"),
             ("status", "deadline_at"),
             ("namespace", "created_at", "id"),
+            ("status", "start_at"),
+            ("schedule_id", "status"),
         )
 
 
@@ -83,7 +90,11 @@ class Step(Model):
     timeout = fields.FloatField()
     compensation = fields.TextField(null=True)
     condition = fields.TextField(null=True)
+    # Kept equal to ``on_failure == "ignore"`` (what it meant before ``onFailure``);
+    # ``on_failure`` is the one read.
     continue_on_failure = fields.BooleanField(default=False)
+    #: What failing for good does to its dependents: fail, ignore, remove or continue.
+    on_failure = fields.CharField(max_length=16, default="fail", db_default="fail")
     started_at = fields.DatetimeField(null=True)
     completed_at = fields.DatetimeField(null=True)
     #: Orders completions for saga compensation (reverse completion order): the
@@ -132,6 +143,69 @@ class Delivery(Model):
     class Meta:
         table = "deliveries"
         indexes = (("due_at",), ("workflow_id", "step_id"))
+
+
+class Schedule(Model):
+    """A recurring workflow (DESIGN §8). Its whole state is here: APScheduler only wakes
+    the processes that fire it, and its ``CronTrigger`` only does the calendar maths."""
+
+    #: Scoped by namespace like a workflow id.
+    id = fields.CharField(primary_key=True, max_length=192)
+    namespace = fields.CharField(max_length=63)
+    #: Five cron fields (aliases expanded), or null with ``every``.
+    cron = fields.CharField(max_length=256, null=True)
+    #: Seconds between ticks, or null with ``cron``.
+    every = fields.BigIntField(null=True)
+    timezone = fields.CharField(max_length=64)
+    start_at = fields.DatetimeField(null=True)
+    end_at = fields.DatetimeField(null=True)
+    #: Fires in all (``limit``), or null.
+    fire_limit = fields.IntField(null=True)
+    overlap = fields.CharField(max_length=16)
+    catchup_window = fields.FloatField()
+    jitter = fields.FloatField()
+    paused = fields.BooleanField(default=False)
+    note = fields.TextField(null=True)
+    #: The create body each fire uses (without ``id``), as it was sent.
+    workflow: Any = fields.JSONField()
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+    #: The next tick (its scheduled time), and when it fires (the tick plus its jitter),
+    #: both null once no tick is left, and while paused.
+    next_run_at = fields.DatetimeField(null=True)
+    next_fire_at = fields.DatetimeField(null=True)
+    #: When the schedule last fired a workflow.
+    last_run_at = fields.DatetimeField(null=True)
+    fired_count = fields.IntField(default=0)
+    #: ``buffer_one``: the tick waiting for the previous workflow to end, or null.
+    buffered_at = fields.DatetimeField(null=True)
+    #: Bumped by every replace, pause and resume: a firing pass that read an older
+    #: version writes nothing.
+    version = fields.IntField(default=0)
+
+    class Meta:
+        table = "schedules"
+        indexes = (("paused", "next_fire_at"), ("namespace", "id"))
+
+
+class ScheduleRun(Model):
+    """What one tick of a schedule came to. The unique (schedule, tick) key is what
+    makes a tick fire once, whichever process — or trigger — gets there first."""
+
+    id = fields.BigIntField(primary_key=True)
+    schedule: fields.ForeignKeyRelation[Schedule] = fields.ForeignKeyField(
+        "models.Schedule", related_name="runs", on_delete=fields.CASCADE
+    )
+    scheduled_at = fields.DatetimeField()
+    fired_at = fields.DatetimeField(null=True)
+    #: The workflow fired (scoped id), or null (skipped, missed, buffered).
+    workflow_id = fields.CharField(max_length=192, null=True)
+    #: fired, skipped, missed or buffered.
+    outcome = fields.CharField(max_length=16)
+
+    class Meta:
+        table = "schedule_runs"
+        unique_together = (("schedule", "scheduled_at"),)
 
 
 class ServerSecret(Model):

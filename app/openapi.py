@@ -28,17 +28,33 @@ from app.documents import (
     CallbackAnswer,
     Dependencies,
     EventList,
+    GraphDocument,
     Health,
     HeartbeatAnswer,
     Problem,
     Readiness,
+    ScheduleDocument,
+    SchedulePage,
     StepDetail,
+    WorkflowBatch,
     WorkflowDocument,
     WorkflowPage,
 )
 from app.engine import WorkflowStatus
 from app.errors import PROBLEM_CONTENT_TYPE
-from app.schemas import ID_PATTERN, CallbackRequest, CancelRequest, WorkflowCreate
+from app.schemas import (
+    ID_PATTERN,
+    MAX_BATCH_BODY_BYTES,
+    MAX_BATCH_STEPS,
+    MAX_BATCH_WORKFLOWS,
+    SCHEDULE_ID_PATTERN,
+    BatchCreate,
+    CallbackRequest,
+    CancelRequest,
+    NoteRequest,
+    ScheduleSpec,
+    WorkflowCreate,
+)
 from app.store import EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX, LIST_LIMIT_MAX
 
 OPENAPI_VERSION = "3.1.0"
@@ -113,6 +129,11 @@ _PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "token": {
         "description": "The token in the step request's `callbackUrl`.",
         "schema": {"type": "string"},
+    },
+    "schedule_id": {
+        "description": "The schedule's id (its workflows are `{scheduleId}-{YYYYMMDDTHHMMSSZ}`).",
+        "schema": {"type": "string", "pattern": SCHEDULE_ID_PATTERN},
+        "example": "nightly-report",
     },
 }
 
@@ -410,10 +431,175 @@ OPERATIONS: dict[str, Operation] = {
     ),
 }
 
+SCHEDULE_EXAMPLE: dict[str, Any] = {
+    "cron": "0 3 * * *",
+    "timezone": "Europe/Paris",
+    "overlap": "skip",
+    "catchupWindow": 600,
+    "jitter": 30,
+    "workflow": {
+        "name": "nightly-report",
+        "steps": [{"id": "report", "url": "https://shop.example/jobs/report"}],
+    },
+}
+_NO_SCHEDULE = "No such schedule."
+_SCHEDULE_PAGE_PARAMETERS = (
+    {
+        "name": "limit",
+        "in": "query",
+        "description": "Page size.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+    },
+    {
+        "name": "cursor",
+        "in": "query",
+        "description": "The `nextCursor` of the previous page.",
+        "schema": {"type": "string"},
+    },
+)
+
+#: Batch create, the graph, and schedules (DESIGN §3, §8).
+OPERATIONS.update(
+    {
+        "create_workflows": Operation(
+            "createWorkflows",
+            "Create many workflows in one transaction",
+            "workflows",
+            {
+                201: "Created (items in request order); nothing was stored if any item "
+                "was refused.",
+                200: "Every item existed already with the same body (same `id`).",
+            },
+            problems={
+                400: _NOT_JSON,
+                409: "An item's `id` exists with a different body (`errors` names it, "
+                "`workflows[2].id`); nothing was stored.",
+                413: f"The body is over {MAX_BATCH_BODY_BYTES // (1024 * 1024)} MiB.",
+                415: _ENCODING,
+                422: "An item breaks a rule (`errors` names it, `workflows[2].steps[0].id`), "
+                f"or there are more than {MAX_BATCH_WORKFLOWS} workflows or "
+                f"{MAX_BATCH_STEPS} steps in all; nothing was stored.",
+            },
+            model=WorkflowBatch,
+            description="Each item is a create body (at most 1 MiB of JSON each). An item "
+            "whose `id` exists with the same body answers that workflow as it is." + _GZIP,
+            body=BatchCreate,
+            body_example={"workflows": [CREATE_EXAMPLE]},
+        ),
+        "get_graph": Operation(
+            "getWorkflowGraph",
+            "A workflow's whole DAG: steps, compensations and callbacks",
+            "workflows",
+            {200: "Every node with its status, and every edge."},
+            problems={404: _NO_WORKFLOW},
+            model=GraphDocument,
+        ),
+        "put_schedule": Operation(
+            "putSchedule",
+            "Create or replace a schedule",
+            "schedules",
+            {201: "Created.", 200: "Replaced (fire count and recent runs kept)."},
+            problems={
+                400: _NOT_JSON,
+                413: "The body is over 1 MiB.",
+                415: _ENCODING,
+                422: "The body breaks a rule (an invalid cron expression or time zone, a "
+                "`workflow` that is not a valid create: `workflow.steps[0].url`), or the id "
+                "is not 1 to 110 characters of a workflow id.",
+            },
+            model=ScheduleDocument,
+            body=ScheduleSpec,
+            body_example=SCHEDULE_EXAMPLE,
+            headers={
+                "Location": {"description": "`/v1/schedules/{id}`", "schema": {"type": "string"}}
+            },
+            description="Exactly one of `cron` and `every`. Each fire creates the workflow "
+            "`{scheduleId}-{YYYYMMDDTHHMMSSZ}` (the tick, in UTC): a tick fires once, "
+            "however many servers run." + _GZIP,
+        ),
+        "list_schedules": Operation(
+            "listSchedules",
+            "List schedules, by id",
+            "schedules",
+            {200: "A page of schedules."},
+            problems={422: "A query parameter is not valid (each is listed)."},
+            model=SchedulePage,
+            parameters=_SCHEDULE_PAGE_PARAMETERS,
+        ),
+        "get_schedule": Operation(
+            "getSchedule",
+            "Read a schedule, its next run and its recent runs",
+            "schedules",
+            {200: "The schedule document."},
+            problems={404: _NO_SCHEDULE},
+            model=ScheduleDocument,
+        ),
+        "delete_schedule": Operation(
+            "deleteSchedule",
+            "Delete a schedule (its workflows stay)",
+            "schedules",
+            {204: "Deleted."},
+            problems={404: _NO_SCHEDULE},
+        ),
+        "pause_schedule": Operation(
+            "pauseSchedule",
+            "Pause a schedule",
+            "schedules",
+            {200: "The schedule, paused (no tick is due; none is caught up on resume)."},
+            problems={
+                400: _NOT_JSON,
+                404: _NO_SCHEDULE,
+                413: "The body is over 64 KiB.",
+                415: _ENCODING,
+                422: 'The body is not a valid `{"note"}` object.',
+            },
+            model=ScheduleDocument,
+            body=NoteRequest,
+            body_required=False,
+            body_example={"note": "maintenance until Monday"},
+        ),
+        "resume_schedule": Operation(
+            "resumeSchedule",
+            "Resume a schedule",
+            "schedules",
+            {200: "The schedule, firing again from its first tick after now."},
+            problems={
+                400: _NOT_JSON,
+                404: _NO_SCHEDULE,
+                413: "The body is over 64 KiB.",
+                415: _ENCODING,
+                422: 'The body is not a valid `{"note"}` object.',
+            },
+            model=ScheduleDocument,
+            body=NoteRequest,
+            body_required=False,
+        ),
+        "trigger_schedule": Operation(
+            "triggerSchedule",
+            "Fire a schedule now, once",
+            "schedules",
+            {
+                201: "Fired: the new workflow's status document.",
+                200: "The schedule fired this second already: that workflow.",
+            },
+            problems={
+                404: _NO_SCHEDULE,
+                409: "The schedule has fired its `limit`, or this second's tick was "
+                "recorded as skipped or missed (trigger again).",
+            },
+            model=WorkflowDocument,
+            description="Fires whether the schedule is paused or not and whatever its "
+            "overlap policy; the tick is the current second.",
+            headers=_LOCATION,
+        ),
+    }
+)
+
 _TAGS = [
     {"name": "workflows", "description": "Create, list and read workflows."},
     {"name": "steps", "description": "Read steps."},
     {"name": "actions", "description": "Cancel and retry."},
+    {"name": "schedules", "description": "Recurring workflows."},
     {"name": "callbacks", "description": "Finish async steps (no API key: the token)."},
     {"name": "operations", "description": "Health checks and metrics (no API key)."},
     {"name": "documentation", "description": "This document (no API key)."},

@@ -23,7 +23,8 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -32,29 +33,47 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from app.dag import describe_cycle, find_cycle
+from app.engine import OnFailure
 from app.errors import BadRequest, FieldError, PayloadTooLarge, ValidationFailed
 
 __all__ = [
     "ID_PATTERN",
+    "MAX_BATCH_BODY_BYTES",
+    "MAX_BATCH_STEPS",
+    "MAX_BATCH_WORKFLOWS",
     "MAX_BODY_BYTES",
+    "MAX_DELAY_SECONDS",
     "MAX_DEPTH",
     "MAX_STEPS",
+    "BatchCreate",
     "CallbackRequest",
     "CancelRequest",
+    "NoteRequest",
     "RetryPolicy",
+    "ScheduleSpec",
     "StepSpec",
     "WorkflowCreate",
     "canonical_json",
+    "parse_batch_request",
     "parse_callback_request",
     "parse_cancel_request",
     "parse_create_request",
     "parse_json_body",
+    "parse_note_request",
+    "parse_schedule_request",
+    "validate_create",
 ]
 
 #: Largest request body accepted, in bytes (413 beyond).
 MAX_BODY_BYTES = 1024 * 1024
 #: Most steps one workflow may declare (422 beyond).
 MAX_STEPS = 10_000
+#: Longest ``delay`` (and longest workflow ``timeout``): 31 days, in seconds.
+MAX_DELAY_SECONDS = 2_678_400
+#: ``POST /v1/workflows/batch``: most workflows, most steps in all, largest body.
+MAX_BATCH_WORKFLOWS = 1000
+MAX_BATCH_STEPS = 100_000
+MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024
 #: Deepest nesting of JSON arrays and objects accepted; the top-level object is level 1.
 MAX_DEPTH = 64
 #: Workflow and step ids.
@@ -126,6 +145,39 @@ def _integral(value: Any) -> Any:
 WholeNumber = Annotated[int, BeforeValidator(_integral)]
 #: A step or workflow id.
 StepId = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+def _parse_time(value: Any) -> Any:
+    """An ISO 8601 time with its time zone (``2026-12-05T09:00:00Z``), in UTC."""
+    if isinstance(value, datetime):
+        parsed = value  # built in Python code
+    elif not isinstance(value, str):
+        raise PydanticCustomError(
+            "time_type",
+            "must be an ISO 8601 time such as 2026-12-05T09:00:00Z, got {kind}",
+            {"kind": _json_type(value)},
+        )
+    else:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise PydanticCustomError(
+                "time_parsing", "is not an ISO 8601 time (such as 2026-12-05T09:00:00Z)"
+            ) from exc
+    if parsed.tzinfo is None:
+        raise PydanticCustomError(
+            "time_zone", "must give its time zone: a Z or an offset such as +01:00"
+        )
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise PydanticCustomError("time_range", "is outside the years 1 to 9999 in UTC") from exc
+
+
+#: A point in time, sent as ISO 8601 with a time zone; held in UTC.
+Time = Annotated[
+    datetime, BeforeValidator(_parse_time), Field(json_schema_extra={"format": "date-time"})
+]
 #: An absolute http(s) URL (a step, a compensation or a callback).
 HttpUrl = Annotated[
     str,
@@ -173,9 +225,20 @@ class StepSpec(BaseModel):
     compensation: HttpUrl | None = None
     #: A CEL expression; false means the step is skipped.
     when: str | None = Field(default=None, max_length=MAX_WHEN_LENGTH)
+    #: The same as ``onFailure: "ignore"``.
     continue_on_failure: bool = False
+    #: What failing for good does to the steps that depend on it (BullMQ's flow options):
+    #: ``fail`` (the default), ``ignore``, ``remove`` or ``continue``.
+    on_failure: Literal["fail", "ignore", "remove", "continue"] | None = None
     #: Accepted for compatibility and ignored: concurrency follows the DAG.
     parallel: bool | None = Field(default=None, exclude=True)
+
+    @property
+    def failure_policy(self) -> OnFailure:
+        """``onFailure``, or what ``continueOnFailure`` says when it is not given."""
+        if self.on_failure is not None:
+            return OnFailure(self.on_failure)
+        return OnFailure.IGNORE if self.continue_on_failure else OnFailure.FAIL
 
 
 class WorkflowCreate(BaseModel):
@@ -190,13 +253,28 @@ class WorkflowCreate(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
     on_complete: HttpUrl | None = None
     on_error: HttpUrl | None = None
-    #: Seconds the whole workflow may take (31 days at most).
-    timeout: float = Field(default=86400.0, gt=0, le=2678400, allow_inf_nan=False)
+    #: Seconds the whole workflow may take (31 days at most), counted from its start.
+    timeout: float = Field(default=86400.0, gt=0, le=MAX_DELAY_SECONDS, allow_inf_nan=False)
     saga: bool = False
     fail_fast: bool = True
     #: What ``previousSteps`` holds in step requests: every transitive ancestor, or
     #: only the step's direct dependencies (for long chains).
     previous_steps: Literal["ancestors", "parents"] = "ancestors"
+    #: A delayed start: the workflow is ``pending`` until this time (DESIGN §8).
+    start_at: Time | None = None
+    #: A delayed start: the workflow is ``pending`` for this many seconds (31 days at most).
+    delay: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS, allow_inf_nan=False)
+
+    def start_time(self, now: datetime) -> datetime | None:
+        """When a workflow created at ``now`` starts, or None for at once (no
+        ``startAt``/``delay``, or a time that has come already)."""
+        if self.start_at is not None:
+            target = self.start_at
+        elif self.delay:
+            target = now + timedelta(seconds=self.delay)
+        else:
+            return None
+        return target if target > now else None
 
 
 # ------------------------------------------------------------------------- parsing
@@ -474,11 +552,11 @@ def _syntax_error(exc: orjson.JSONDecodeError) -> BadRequest:
     return BadRequest(f"The request body is not valid JSON: {exc.msg} ({where}).")
 
 
-def _load(raw: bytes) -> tuple[Any, list[FieldError]]:
+def _load(raw: bytes, limit: int = MAX_BODY_BYTES) -> tuple[Any, list[FieldError]]:
     """Parse ``raw``; raise ``BadRequest`` for non-JSON, return unstorable values and
     repeated keys found."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
     if not raw.strip():
         raise BadRequest("The request body is empty; expected a JSON object.")
     repeated = _RepeatedKeys()
@@ -686,6 +764,23 @@ def _failure(problems: list[FieldError]) -> ValidationFailed:
 # ---------------------------------------------------------------- cross-field rules
 
 
+def _option_problems(workflow: WorkflowCreate) -> list[FieldError]:
+    """Options that contradict each other."""
+    problems: list[FieldError] = []
+    if workflow.start_at is not None and workflow.delay is not None:
+        problems.append(FieldError("delay", "give startAt or delay, not both"))
+    for index, step in enumerate(workflow.steps):
+        if step.continue_on_failure and step.on_failure not in (None, OnFailure.IGNORE):
+            problems.append(
+                FieldError(
+                    f"steps[{index}].onFailure",
+                    f"{step.on_failure!r} contradicts continueOnFailure: true "
+                    "(which is onFailure 'ignore'); give one of them",
+                )
+            )
+    return problems
+
+
 def _graph_problems(workflow: WorkflowCreate) -> list[FieldError]:
     """Duplicate ids, unknown or self dependencies, and the first cycle."""
     problems: list[FieldError] = []
@@ -763,27 +858,15 @@ def _external_problems(
     return problems
 
 
-def parse_create_request(
-    raw: bytes,
+def validate_create(
+    doc: dict[str, Any],
     *,
     check_url: Callable[[str], None],
     check_condition: Callable[[str], None],
-) -> tuple[WorkflowCreate, Any]:
-    """Validate the body of ``POST /v1/workflows``.
-
-    Returns the model and the parsed JSON document (hash it with ``canonical_json``
-    for idempotency). ``check_url`` is called on every step, compensation and
-    callback URL and refuses one by raising ``ValueError``; ``check_condition`` is
-    called on every ``when`` and refuses it by raising any exception. Each is
-    called once per distinct value, and only once the shape of the body is valid.
-
-    Raises ``PayloadTooLarge`` and ``BadRequest`` as ``parse_json_body`` does, and
-    otherwise one ``ValidationFailed`` listing every problem found.
-    """
-    doc, problems = _load(raw)
-    if type(doc) is not dict:
-        raise ValidationFailed([FieldError("", f"must be a JSON object, got {_json_type(doc)}")])
-
+) -> tuple[WorkflowCreate | None, list[FieldError]]:
+    """Validate a create body already parsed (``parse_json_body``): the model, or None,
+    and every problem found, located relative to the body."""
+    problems: list[FieldError] = []
     body = doc
     steps = doc.get("steps")
     too_many = isinstance(steps, list) and len(steps) > MAX_STEPS
@@ -806,12 +889,222 @@ def parse_create_request(
         )
 
     if workflow is not None:
+        problems.extend(_option_problems(workflow))
         problems.extend(_graph_problems(workflow))
         problems.extend(_external_problems(workflow, check_url, check_condition))
+    return (None if problems else workflow), problems
+
+
+def parse_create_request(
+    raw: bytes,
+    *,
+    check_url: Callable[[str], None],
+    check_condition: Callable[[str], None],
+) -> tuple[WorkflowCreate, Any]:
+    """Validate the body of ``POST /v1/workflows``.
+
+    Returns the model and the parsed JSON document (hash it with ``canonical_json``
+    for idempotency). ``check_url`` is called on every step, compensation and
+    callback URL and refuses one by raising ``ValueError``; ``check_condition`` is
+    called on every ``when`` and refuses it by raising any exception. Each is
+    called once per distinct value, and only once the shape of the body is valid.
+
+    Raises ``PayloadTooLarge`` and ``BadRequest`` as ``parse_json_body`` does, and
+    otherwise one ``ValidationFailed`` listing every problem found.
+    """
+    doc, problems = _load(raw)
+    if type(doc) is not dict:
+        raise ValidationFailed([FieldError("", f"must be a JSON object, got {_json_type(doc)}")])
+    workflow, found = validate_create(doc, check_url=check_url, check_condition=check_condition)
+    problems.extend(found)
     if problems:
         raise _failure(problems)
     assert workflow is not None
     return workflow, doc
+
+
+def located(prefix: str, path: str) -> str:
+    """``path`` (relative to a part of a body) relative to the whole body, the part being
+    at ``prefix``: ``located("workflows[2]", "steps[0].id")`` is
+    ``workflows[2].steps[0].id``."""
+    if not path:
+        return prefix
+    return f"{prefix}{path}" if path.startswith("[") else f"{prefix}.{path}"
+
+
+class BatchCreate(BaseModel):
+    """The body of ``POST /v1/workflows/batch`` (each item is a create body)."""
+
+    model_config = _MODEL_CONFIG
+
+    workflows: list[WorkflowCreate] = Field(min_length=1, max_length=MAX_BATCH_WORKFLOWS)
+
+
+def parse_batch_request(
+    raw: bytes,
+    *,
+    check_url: Callable[[str], None],
+    check_condition: Callable[[str], None],
+) -> list[tuple[WorkflowCreate, Any]]:
+    """Validate the body of ``POST /v1/workflows/batch``: each workflow as a create is
+    validated, problems located by item (``workflows[2].steps[0].id``).
+
+    Answers (model, parsed item) per workflow, in request order. Raises as
+    ``parse_create_request`` does (the body may be up to ``MAX_BATCH_BODY_BYTES``,
+    each workflow up to ``MAX_BODY_BYTES`` as canonical JSON), and ``ValidationFailed``
+    for more than ``MAX_BATCH_WORKFLOWS`` workflows or ``MAX_BATCH_STEPS`` steps, or
+    an ``id`` given to two of them.
+    """
+    doc, problems = _load(raw, MAX_BATCH_BODY_BYTES)
+    if problems:
+        # Values that cannot be stored (each located): nothing else is worth checking.
+        raise _failure(problems)
+    if type(doc) is not dict:
+        raise ValidationFailed([FieldError("", f"must be a JSON object, got {_json_type(doc)}")])
+    extra = sorted(set(doc) - {"workflows"})
+    problems.extend(FieldError(key, _unknown_field((key,), BatchCreate)) for key in extra)
+    items = doc.get("workflows")
+    if not isinstance(items, list):
+        problems.append(
+            FieldError(
+                "workflows",
+                "is required" if items is None else f"must be an array, got {_json_type(items)}",
+            )
+        )
+        raise _failure(problems)
+    if not items:
+        problems.append(FieldError("workflows", "a batch needs at least one workflow"))
+    if len(items) > MAX_BATCH_WORKFLOWS:
+        problems.append(
+            FieldError(
+                "workflows",
+                f"at most {MAX_BATCH_WORKFLOWS} workflows are allowed, got {len(items)}",
+            )
+        )
+        raise _failure(problems)
+    steps = sum(len(i["steps"]) for i in items if type(i) is dict and type(i.get("steps")) is list)
+    if steps > MAX_BATCH_STEPS:
+        problems.append(
+            FieldError("workflows", f"at most {MAX_BATCH_STEPS} steps in all, got {steps}")
+        )
+        raise _failure(problems)
+    parsed: list[tuple[WorkflowCreate, Any]] = []
+    first_with: dict[str, int] = {}
+    for index, item in enumerate(items):
+        prefix = f"workflows[{index}]"
+        if type(item) is not dict:
+            problems.append(FieldError(prefix, f"must be a JSON object, got {_json_type(item)}"))
+            continue
+        if len(canonical_json(item)) > MAX_BODY_BYTES:
+            problems.append(
+                FieldError(prefix, f"one workflow is limited to {MAX_BODY_BYTES} bytes of JSON")
+            )
+            continue
+        workflow, found = validate_create(
+            item, check_url=check_url, check_condition=check_condition
+        )
+        problems.extend(FieldError(located(prefix, p.path), p.message) for p in found)
+        if workflow is None:
+            continue
+        if workflow.id is not None:
+            if workflow.id in first_with:
+                problems.append(
+                    FieldError(
+                        f"{prefix}.id",
+                        f"workflows[{first_with[workflow.id]}] has the same id; "
+                        "each id may appear once in a batch",
+                    )
+                )
+                continue
+            first_with[workflow.id] = index
+        parsed.append((workflow, item))
+    if problems:
+        raise _failure(problems)
+    return parsed
+
+
+# ----------------------------------------------------------------------- schedules
+
+#: Schedule ids: a workflow id's rules, short enough for ``-YYYYMMDDTHHMMSSZ`` after it.
+SCHEDULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,109}$"
+#: Longest ``catchupWindow``: a year, in seconds.
+MAX_CATCHUP_WINDOW = 366 * 86400
+MAX_NOTE_LENGTH = 1000
+#: Fields of a create body that a schedule's ``workflow`` may not have, and why.
+_FIRED_WORKFLOW_FIELDS = {
+    "id": "a schedule names its workflows itself: {scheduleId}-{YYYYMMDDTHHMMSSZ}",
+    "startAt": "a schedule's workflow starts when the schedule fires it",
+    "delay": "a schedule's workflow starts when the schedule fires it (see jitter)",
+}
+
+
+class ScheduleSpec(BaseModel):
+    """The body of ``PUT /v1/schedules/{id}`` (DESIGN §8)."""
+
+    model_config = _MODEL_CONFIG
+
+    #: Five cron fields (minute hour day-of-month month day-of-week), or an alias.
+    cron: str | None = Field(default=None, max_length=256)
+    #: Seconds between ticks (instead of ``cron``).
+    every: WholeNumber | None = Field(default=None, ge=1, le=366 * 86400)
+    #: The IANA time zone the cron fields are read in.
+    timezone: str = Field(default="UTC", max_length=64)
+    start_at: Time | None = None
+    end_at: Time | None = None
+    #: Fires in all (triggers included); none after that.
+    limit: WholeNumber | None = Field(default=None, ge=1, le=2**31 - 1)
+    overlap: Literal["skip", "allow", "buffer_one", "cancel_previous"] = "skip"
+    #: Ticks missed while no server ran are fired if younger than this, else recorded missed.
+    catchup_window: float = Field(default=300.0, ge=1, le=MAX_CATCHUP_WINDOW, allow_inf_nan=False)
+    #: Each fire waits a random delay of up to this many seconds.
+    jitter: float = Field(default=0.0, ge=0, le=86400, allow_inf_nan=False)
+    paused: bool = False
+    note: str | None = Field(default=None, max_length=MAX_NOTE_LENGTH)
+    #: A create body without ``id``: what each fire creates.
+    workflow: dict[str, Any]
+
+
+def parse_schedule_request(
+    raw: bytes,
+    *,
+    check_url: Callable[[str], None],
+    check_condition: Callable[[str], None],
+    check_cadence: Callable[[ScheduleSpec], list[FieldError]],
+) -> tuple[ScheduleSpec, WorkflowCreate]:
+    """Validate the body of ``PUT /v1/schedules/{id}``: its fields, its cadence
+    (``check_cadence`` reads the cron expression and time zone, and answers the
+    problems it finds), and its ``workflow`` as a create (problems at
+    ``workflow.steps[0].url`` and the like). Raises as ``parse_create_request`` does."""
+    doc, problems = _load(raw)
+    if type(doc) is not dict:
+        raise ValidationFailed([FieldError("", f"must be a JSON object, got {_json_type(doc)}")])
+    spec: ScheduleSpec | None = None
+    try:
+        spec = ScheduleSpec.model_validate(doc, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, ScheduleSpec))
+    if spec is not None:
+        if (spec.cron is None) == (spec.every is None):
+            problems.append(FieldError("cron", "give cron or every (one of them)"))
+        if spec.start_at and spec.end_at and spec.end_at <= spec.start_at:
+            problems.append(FieldError("endAt", "must be after startAt"))
+        problems.extend(check_cadence(spec))
+    workflow: WorkflowCreate | None = None
+    body = doc.get("workflow")
+    if type(body) is dict:
+        problems.extend(
+            FieldError(f"workflow.{name}", why)
+            for name, why in _FIRED_WORKFLOW_FIELDS.items()
+            if name in body
+        )
+        workflow, found = validate_create(
+            body, check_url=check_url, check_condition=check_condition
+        )
+        problems.extend(FieldError(located("workflow", p.path), p.message) for p in found)
+    if problems:
+        raise _failure(problems)
+    assert spec is not None and workflow is not None
+    return spec, workflow
 
 
 # ------------------------------------------------------------------------- actions
@@ -828,15 +1121,36 @@ class CancelRequest(BaseModel):
 
 def parse_cancel_request(raw: bytes) -> CancelRequest:
     """An empty body means the defaults; anything else must be a valid options object."""
+    return _parse_options(raw, CancelRequest)
+
+
+class NoteRequest(BaseModel):
+    """The optional body of ``POST /v1/schedules/{id}/pause`` and ``/resume``."""
+
+    model_config = _MODEL_CONFIG
+
+    #: Why (shown in the schedule's ``note``).
+    note: str | None = Field(default=None, max_length=MAX_NOTE_LENGTH)
+
+
+def parse_note_request(raw: bytes) -> NoteRequest:
+    """An empty body means no note; anything else must be ``{"note": "…"}``."""
+    return _parse_options(raw, NoteRequest)
+
+
+def _parse_options(raw: bytes, model: type[_Options]) -> _Options:
     if not raw.strip():
-        return CancelRequest()
+        return model()
     document = parse_json_body(raw)
     if not isinstance(document, dict):
         raise ValidationFailed([FieldError("", f"must be an object, got {_json_type(document)}")])
     try:
-        return CancelRequest.model_validate(document, by_alias=True, by_name=False)
+        return model.model_validate(document, by_alias=True, by_name=False)
     except ValidationError as exc:
-        raise _failure(_pydantic_problems(exc, CancelRequest)) from exc
+        raise _failure(_pydantic_problems(exc, model)) from exc
+
+
+_Options = TypeVar("_Options", CancelRequest, NoteRequest)
 
 
 class CallbackRequest(BaseModel):

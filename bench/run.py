@@ -71,7 +71,7 @@ START_LIMIT = 60.0
 PROFILE_SECONDS = 10
 
 #: Every workload name ``--only`` takes; Baton runs those in RUNNERS, the peers theirs.
-WORKLOADS = ("W1", "W2", "W3", "W4", "J1")
+WORKLOADS = ("W1", "W1B", "W2", "W3", "W4", "J1")
 MB = 1024 * 1024
 
 
@@ -270,7 +270,7 @@ async def profile_w1(
 
 
 RunFn = Callable[[wl.Outcome, wl.BatonApi, wl.Handler, wl.Sizes], Awaitable[None]]
-RUNNERS: dict[str, RunFn] = {"W1": wl.w1, "W2": wl.w2, "W3": wl.w3, "W4": wl.w4}
+RUNNERS: dict[str, RunFn] = {"W1": wl.w1, "W1B": wl.w1b, "W2": wl.w2, "W3": wl.w3, "W4": wl.w4}
 
 
 def bind(
@@ -389,6 +389,47 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
             ["W1", "server peak RSS", fmt(m.get("server_peak_rss_mb"), 0, "MB")] + ["—"] * 3
         )
 
+    w1b = res.get("W1B")
+    if w1b:
+        m = w1b["metrics"]
+        if w1b["status"] != "ok":
+            failed("W1B", w1b)
+        sps = m.get("steps_per_second")
+        single = (w1 or {}).get("metrics", {}).get("steps_per_second")
+        rows.append(
+            [
+                "W1B",
+                f"W1's {m.get('workflows')} diamonds as one batch: steps/s",
+                fmt(sps),
+                f"{fmt(sps / single, 2)} × W1 (one create at a time)" if sps and single else "—",
+                "—",
+                "—",
+            ]
+        )
+        single_submit = (w1 or {}).get("metrics", {}).get("submit_seconds")
+        rows.append(
+            [
+                "W1B",
+                f"the batch ({fmt(m.get('body_bytes', 0) / 1024, 0, 'KiB')}) answered after",
+                fmt(m.get("submit_seconds"), 2, "s"),
+                f"W1's {m.get('workflows')} creates: {fmt(single_submit, 2, 's')}"
+                if single_submit
+                else "—",
+                "—",
+                "—",
+            ]
+        )
+        rows.append(
+            [
+                "W1B",
+                "end-to-end latency p50 / p99",
+                f"{fmt(m.get('latency_p50_s'), 2)} / {fmt(m.get('latency_p99_s'), 2)} s",
+                "—",
+                "—",
+                "—",
+            ]
+        )
+
     w2 = res.get("W2")
     w2_per_step = None
     if w2:
@@ -492,6 +533,16 @@ def build_rows(kind: str, res: dict[str, Any]) -> list[list[str]]:
                 f"{fmt(ratio, 2)} × W2 per-step ({fmt(w2_per_step, 2, 'ms')})" if ratio else "—",
                 "≤ 1.5 × W2 per-step",
                 verdict(None if ratio is None else ratio <= 1.5 and finished),
+            ]
+        )
+        rows.append(
+            [
+                "W4",
+                f"GET …/graph of the {m.get('steps')} steps: p50 / max",
+                f"{fmt(m.get('graph_p50_ms'), 1)} / {fmt(m.get('graph_max_ms'), 1)} ms",
+                f"{fmt(m.get('graph_bytes', 0) / 1024, 0, 'KiB')} answer",
+                "—",
+                "—",
             ]
         )
     return rows

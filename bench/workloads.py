@@ -29,6 +29,8 @@ from bench.peers.peer_common import percentile
 TERMINAL = frozenset({"completed", "failed", "cancelled", "compensated", "compensation_failed"})
 #: How often completion is polled (on the cheap list endpoint).
 POLL_INTERVAL = 0.05
+#: How many times W2 and W4 read their workflow's graph once it is done.
+GRAPH_READS = 10
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class Outcome:
             return self.error.splitlines()[0][:160]
         if self.name == "RAW":
             return ", ".join(f"{k} {v['rps']:.0f}/s" for k, v in m.items())
-        if self.name == "W1":
+        if self.name in ("W1", "W1B"):
             return f"{m.get('steps_per_second', math.nan):.0f} steps/s"
         if self.name == "W3":
             return f"hop mean {m.get('hop_mean_ms', math.nan):.2f} ms"
@@ -148,6 +150,27 @@ class BatonApi:
             if response.status not in (200, 201):
                 raise RuntimeError(f"create answered {response.status}: {body[:300]!r}")
             return response.status, orjson.loads(body)
+
+    async def create_batch(self, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``POST /v1/workflows/batch``: the documents of the workflows, in order."""
+        async with self._session.post(
+            f"{self.base_url}/v1/workflows/batch",
+            data=orjson.dumps({"workflows": documents}),
+            headers={"Content-Type": "application/json"},
+        ) as response:
+            body = await response.read()
+            if response.status not in (200, 201):
+                raise RuntimeError(f"batch create answered {response.status}: {body[:300]!r}")
+            items: list[dict[str, Any]] = orjson.loads(body)["items"]
+            return items
+
+    async def graph(self, workflow_id: str) -> bytes:
+        """``GET /v1/workflows/{id}/graph``, as the bytes of the answer."""
+        async with self._session.get(f"{self.base_url}/v1/workflows/{workflow_id}/graph") as r:
+            body = await r.read()
+            if r.status != 200:
+                raise RuntimeError(f"graph answered {r.status}: {body[:300]!r}")
+            return body
 
     async def list_page(self, **params: str | int) -> dict[str, Any]:
         query = {k: str(v) for k, v in params.items()}
@@ -340,9 +363,22 @@ async def raw(out: Outcome, handler: Handler, sizes: Sizes) -> None:
 # --------------------------------------------------------------------------- W1–W4
 
 
+def diamond(workflow_id: str, name: str, url: str) -> dict[str, Any]:
+    """W1's workflow: start -> a, b -> merge."""
+    return {
+        "id": workflow_id,
+        "name": name,
+        "steps": [
+            step("start", url),
+            step("a", url, ["start"]),
+            step("b", url, ["start"]),
+            step("merge", url, ["a", "b"]),
+        ],
+    }
+
+
 async def w1(out: Outcome, api: BatonApi, handler: Handler, sizes: Sizes) -> None:
     """W1: many diamond workflows (start -> a, b -> merge) submitted at once."""
-    url = handler.step_url
     n = sizes.w1_workflows
     name = "bench-w1-diamond"
     out.metrics.update(workflows=n, steps=4 * n, concurrency=sizes.w1_concurrency)
@@ -351,23 +387,45 @@ async def w1(out: Outcome, api: BatonApi, handler: Handler, sizes: Sizes) -> Non
 
     async def submit(i: int) -> None:
         workflow_id = f"w1-{i:05d}"
-        document = {
-            "id": workflow_id,
-            "name": name,
-            "steps": [
-                step("start", url),
-                step("a", url, ["start"]),
-                step("b", url, ["start"]),
-                step("merge", url, ["a", "b"]),
-            ],
-        }
         async with semaphore:
             sent[workflow_id] = time.time()
-            await api.create(document)
+            await api.create(diamond(workflow_id, name, handler.step_url))
 
     first = time.time()
     await asyncio.gather(*(submit(i) for i in range(n)))
     out.metrics["submit_seconds"] = time.time() - first
+    await _diamonds_done(out, api, handler, name, n, first, sent)
+
+
+async def w1b(out: Outcome, api: BatonApi, handler: Handler, sizes: Sizes) -> None:
+    """W1B: W1's diamonds submitted as one batch (``POST /v1/workflows/batch``)."""
+    n = sizes.w1_workflows
+    name = "bench-w1b-batch"
+    out.metrics.update(workflows=n, steps=4 * n, concurrency=1)
+    documents = [diamond(f"w1b-{i:05d}", name, handler.step_url) for i in range(n)]
+    out.metrics["body_bytes"] = len(orjson.dumps({"workflows": documents}))
+    first = time.time()
+    created = await api.create_batch(documents)
+    out.metrics["submit_seconds"] = time.time() - first
+    if [d["id"] for d in created] != [d["id"] for d in documents]:
+        raise RuntimeError("the batch did not answer in request order")
+    await _diamonds_done(out, api, handler, name, n, first, dict.fromkeys(_ids(documents), first))
+
+
+def _ids(documents: list[dict[str, Any]]) -> list[str]:
+    return [str(d["id"]) for d in documents]
+
+
+async def _diamonds_done(
+    out: Outcome,
+    api: BatonApi,
+    handler: Handler,
+    name: str,
+    n: int,
+    first: float,
+    sent: dict[str, float],
+) -> None:
+    """Wait for W1's (or W1B's) workflows; steps/s and latencies from their ``completedAt``."""
     await api.wait_all(name)
     out.metrics["detected_seconds"] = time.time() - first
     done = await api.list_all(name=name)
@@ -419,6 +477,17 @@ async def _fan_out(
     wall = parse_time(summary["completedAt"]) - sent
     out.metrics.update(wall_seconds=wall, per_step_ms=1000 * wall / len(steps))
     out.metrics["handler_requests"] = (await handler.stats())["count"]
+    # The whole DAG in one answer (GET …/graph), read a few times once it is done.
+    times = []
+    for _ in range(GRAPH_READS):
+        clock = time.perf_counter()
+        body = await api.graph(summary["id"])
+        times.append(time.perf_counter() - clock)
+    out.metrics.update(
+        graph_p50_ms=1000 * percentile(times, 50),
+        graph_max_ms=1000 * max(times),
+        graph_bytes=len(body),
+    )
 
 
 async def w2(out: Outcome, api: BatonApi, handler: Handler, sizes: Sizes) -> None:

@@ -10,11 +10,13 @@ The map — each module is one role; ``Store`` puts them together:
 ``session``         ``StoreCore``: lock a workflow, load what its machine asks
                     for, run it, gather its effects, write them (every role
                     below builds on it)
-``creating``        new workflows, inserted in group commits
+``creating``        new workflows, inserted in group commits; batches; delayed starts
+``schedules``       schedules: stored, paused, triggered, fired — each tick once
+``graphing``        a workflow's whole DAG as nodes and edges
 ``reading``         status documents, lists, steps, events, counts
 ``claiming``        due deliveries taken under a lease; renewing and releasing
 ``settling``        answers, async callbacks and heartbeats
-``actions``         cancel, retry, retry a step, workflow timeouts, purging
+``actions``         cancel, retry, retry a step, delayed starts, timeouts, purging
 ``credentials``     API keys, namespaces' signing secrets, server secrets
 ``liveness``        live processes; taking back the leases of dead ones
 ``console``         the reads only the console (app/console) asks
@@ -66,6 +68,7 @@ from app.store.actions import Actions
 from app.store.claiming import Claiming
 from app.store.creating import Creating
 from app.store.credentials import ApiKeyInfo, Credentials, SecretInfo, secret_fingerprint
+from app.store.graphing import Graphing
 from app.store.liveness import Liveness
 from app.store.reading import (
     EVENTS_LIMIT_DEFAULT,
@@ -77,6 +80,7 @@ from app.store.reading import (
 )
 from app.store.render import decode_cursor, encode_cursor
 from app.store.rows import utcnow
+from app.store.schedules import FireReport, Schedules
 from app.store.settling import Settling
 from app.store.sql import retry_transaction
 from app.store.work import OutboundRequest, Report, SettleSummary
@@ -87,6 +91,7 @@ __all__ = [
     "LIST_LIMIT_DEFAULT",
     "LIST_LIMIT_MAX",
     "ApiKeyInfo",
+    "FireReport",
     "OutboundRequest",
     "RenderedEvent",
     "Report",
@@ -101,5 +106,7 @@ __all__ = [
 ]
 
 
-class Store(Credentials, Creating, Reading, Claiming, Settling, Actions, Liveness):
+class Store(
+    Credentials, Schedules, Creating, Reading, Graphing, Claiming, Settling, Actions, Liveness
+):
     """Domain operations over the database; one instance per server process."""

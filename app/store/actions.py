@@ -1,4 +1,4 @@
-"""Actions on workflows: cancel, retry, retry a step; timeouts and purging.
+"""Actions on workflows: cancel, retry, retry a step; delayed starts, timeouts, purging.
 
 An action is a session like any settle: the workflow is locked, loaded whole,
 the machine acts (or refuses: 409), and its effects are written.
@@ -7,6 +7,7 @@ the machine acts (or refuses: 409), and its effects are written.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from tortoise.transactions import in_transaction
@@ -60,6 +61,44 @@ class Actions(StoreCore):
             except ActionRefused as exc:
                 # Nothing was written: the transaction rolls back with the 409.
                 raise Conflict(str(exc)) from exc
+
+    async def start_due_workflows(self, *, now: datetime | None = None, limit: int = 100) -> int:
+        """Start ``pending`` workflows whose delayed start has come (the periodic sweep);
+        answers how many started.
+
+        Each is a session under the workflow's lock: one cancelled (or started by
+        another process) meanwhile is no longer ``pending`` and is left alone.
+        """
+        now = now or utcnow()
+        ids = await (
+            Workflow.filter(status=WorkflowStatus.PENDING, start_at__lte=now, end_reason=None)
+            .order_by("start_at")
+            .limit(limit)
+            .values_list("id", flat=True)
+        )
+        started = 0
+        for workflow_id in ids:
+            started += await retry_transaction(partial(self._begin, str(workflow_id)))
+        return started
+
+    async def _begin(self, workflow_id: str) -> int:
+        async with in_transaction():
+            session = await self._session(workflow_id, None)
+            if session is None or not session.machine.begin():
+                return 0
+            await self._run(session.machine, session.loaded, session.finished)
+            return 1
+
+    async def next_start_at(self) -> datetime | None:
+        """When the next delayed start falls due, if any workflow waits for one."""
+        value = (
+            await Workflow.filter(status=WorkflowStatus.PENDING, end_reason=None)
+            .exclude(start_at=None)
+            .order_by("start_at")
+            .first()
+            .values_list("start_at", flat=True)
+        )
+        return value if isinstance(value, datetime) else None
 
     async def expire_workflows(self, *, now: datetime | None = None, limit: int = 100) -> int:
         """Fail running workflows whose deadline passed (the periodic sweep)."""

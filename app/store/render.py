@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from app.engine import iso
+from app.engine import OnFailure, iso
 from app.machine import outcome_lists
 from app.models import Attempt, Event, Step, Workflow
 from app.schemas import ID_PATTERN
@@ -55,8 +55,11 @@ def status_document(
         "onComplete": w.on_complete,
         "onError": w.on_error,
         "createdAt": iso(w.created_at),
+        "startAt": iso(w.start_at),
         "startedAt": iso(w.started_at),
         "completedAt": iso(w.completed_at),
+        "scheduleId": public_id(w.schedule_id) if w.schedule_id else None,
+        "scheduledAt": iso(w.scheduled_at),
         "currentSteps": lists["currentSteps"],
         "completedSteps": lists["completedSteps"],
         "failedSteps": lists["failedSteps"],
@@ -83,7 +86,8 @@ def step_document(s: Step | SimpleNamespace) -> dict[str, Any]:
         "compensation": s.compensation,
         "compensationStatus": s.compensation_status,
         "when": s.condition,
-        "continueOnFailure": s.continue_on_failure,
+        "continueOnFailure": s.on_failure == OnFailure.IGNORE,
+        "onFailure": s.on_failure,
         "timeout": s.timeout,
         "retries": retry,
     }

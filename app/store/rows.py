@@ -18,14 +18,17 @@ import orjson
 
 from app.engine import (
     DeliveryKind,
+    OnFailure,
     RetryPolicy,
     StepStatus,
     WorkflowErrorCode,
     WorkflowStatus,
+    iso,
 )
 from app.machine import DeliveryView, StepState, WorkflowState
 from app.models import Delivery, Step, Workflow
 from app.store.work import OutboundRequest, Report
+from app.tenants import public_id
 
 
 def utcnow() -> datetime:
@@ -66,7 +69,7 @@ STEP_STATE_COLUMNS = (
     "run_id",
     "retry",
     "timeout",
-    "continue_on_failure",
+    "on_failure",
     "condition",
     "compensation",
     "attempts",
@@ -96,6 +99,8 @@ WORKFLOW_STATE_COLUMNS = (
     "completions",
     "previous_steps",
     "reopened",
+    "schedule_id",
+    "scheduled_at",
 )
 DELIVERY_VIEW_COLUMNS = ("workflow_id", "step_id", "kind", "attempt", "lease_owner", "awaiting")
 
@@ -120,6 +125,8 @@ def workflow_state(w: Workflow | SimpleNamespace) -> WorkflowState:
         completions=w.completions,
         previous_steps=w.previous_steps,
         reopened=w.reopened,
+        schedule_id=w.schedule_id,
+        scheduled_at=w.scheduled_at,
     )
 
 
@@ -145,7 +152,7 @@ def step_state(
         run_id=row.run_id,
         policy=RetryPolicy.from_dict(row.retry),
         timeout=row.timeout,
-        continue_on_failure=row.continue_on_failure,
+        on_failure=OnFailure(row.on_failure),
         condition=row.condition,
         compensation=row.compensation,
         attempts=row.attempts,
@@ -197,7 +204,15 @@ def step_request(
         takeover=takeover,
         due_at=due_at,
         workflow_timeout=workflow.timeout,
+        schedule=schedule_reference(workflow.schedule_id, workflow.scheduled_at),
     )
+
+
+def schedule_reference(schedule_id: str | None, scheduled_at: datetime | None) -> Any:
+    """``{"id", "scheduledAt"}`` of the schedule that fired a workflow, or None."""
+    if schedule_id is None:
+        return None
+    return {"id": public_id(schedule_id), "scheduledAt": iso(scheduled_at)}
 
 
 def attempt_row(report: Report) -> dict[str, Any]:

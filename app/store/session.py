@@ -29,6 +29,7 @@ from app.engine import (
     SETTLED_STEP_STATUSES,
     TERMINAL_WORKFLOW_STATUSES,
     DeliveryKind,
+    ancestor_state,
     previous_steps,
 )
 from app.machine import Effects, Machine, NewEvent, StepState
@@ -479,11 +480,9 @@ class StoreCore:
                         continue
                     step = known.get(step_id)
                     if step is not None:
-                        states[step_id] = {
-                            "status": step.status.value,
-                            "result": step.result,
-                            "error": step.error,
-                        }
+                        states[step_id] = ancestor_state(
+                            step.status.value, step.result, step.error, step.on_failure
+                        )
                     elif step_id in cached:
                         states[step_id] = cached[step_id]
                     else:
@@ -494,13 +493,13 @@ class StoreCore:
         if missing:
             for row in await fetch(
                 Step,
-                ("workflow_id", "step_id", "status", "result", "error"),
+                ("workflow_id", "step_id", "status", "result", "error", "on_failure"),
                 Where(Step).groups("workflow_id", "step_id", missing),
                 raw=("result", "error"),
             ):
                 result, result_size = _json_column(row.result)
                 error, error_size = _json_column(row.error)
-                state = {"status": row.status, "result": result, "error": error}
+                state = ancestor_state(row.status, result, error, row.on_failure)
                 answer[row.workflow_id][1][row.step_id] = state
                 if row.status in SETTLED_STEP_STATUSES:
                     self.graphs.keep_settled(

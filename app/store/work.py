@@ -46,6 +46,8 @@ class OutboundRequest:
     due_at: float = 0.0
     #: The workflow's timeout: how long a step request's callback token is accepted.
     workflow_timeout: float | None = None
+    #: ``{"id", "scheduledAt"}`` for a workflow a schedule fired (step requests carry it).
+    schedule: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

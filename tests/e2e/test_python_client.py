@@ -1,8 +1,9 @@
 """The Python client (clients/python) and its ``baton`` command against a real server.
 
-Every resource method that has a server endpoint today is called at least once; the
-jobs, queues, schedules and flow-control methods are tested against the contract in
-clients/python/tests until their endpoints exist. Also: problem documents as
+Every resource method that has a server endpoint today is called at least once (the
+schedules, batch create and graph in test_python_client_schedules.py); the jobs, queues
+and flow-control methods are tested against the contract in clients/python/tests until
+their endpoints exist. Also: problem documents as
 ``ProblemError``, an event stream resumed with ``Last-Event-ID`` after the connection
 dropped, the async twin, and each ``baton`` command as a real process.
 """

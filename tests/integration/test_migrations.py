@@ -54,8 +54,9 @@ def _rows_at_0001(due_at: float) -> list[str]:
         " compensation_status, run_id) VALUES"
         f" ('old-1', 'a', 0, 'http://h/a', '[]', '[\"b\"]', 0, 'running', 0, '{retry}', 300,"
         " NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, 'runa'),"
+        # continueOnFailure: true, which is onFailure "ignore" from migration 0005 on.
         f" ('old-1', 'b', 1, 'http://h/b', '[\"a\"]', '[]', 1, 'pending', 0, '{retry}', 300,"
-        " NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, 'runb'),"
+        " NULL, NULL, true, NULL, NULL, NULL, NULL, NULL, NULL, 'runb'),"
         # Completed before the upgrade: numbered by the clock of its day, in nanoseconds.
         f" ('old-1', 'z', 2, 'http://h/z', '[]', '[]', 0, 'completed', 1, '{retry}', 300,"
         f" NULL, NULL, false, '{NOW}', '{NOW}', {OLD_COMPLETION}, '1', NULL, NULL, 'runz')",
@@ -102,7 +103,8 @@ async def _foreign_keys(name: str) -> set[tuple[str, str]]:
     conn = connections.get(name)
     found = set()
     if name == "sqlite":
-        for table in TABLES:
+        # Tables that do not exist yet list no keys.
+        for table in (*TABLES, "schedule_runs"):
             _, rows = await conn.execute_query(f"PRAGMA foreign_key_list({table})")
             found.update((table, str(dict(r)["table"])) for r in rows)
         return found
@@ -144,7 +146,8 @@ async def test_upgrading_from_0001_keeps_every_row_index_and_reference(
         indexes_after = await _indexes(name)
         assert indexes_before <= indexes_after
         assert len(indexes_after - indexes_before) >= 3  # workflows, api_keys, namespace_secrets
-        assert await _foreign_keys(name) == references_before
+        # Only the new schedule_runs -> schedules reference is added.
+        assert await _foreign_keys(name) == references_before | {("schedule_runs", "schedules")}
         store = Store()
         # The old workflow is the default namespace's, and runs on.
         document = await store.get_workflow("old-1")
@@ -154,6 +157,17 @@ async def test_upgrading_from_0001_keeps_every_row_index_and_reference(
             "running",
             {"n": 1},
         )
+        # Started at once, fired by no schedule; continueOnFailure read as onFailure.
+        assert (document["startAt"], document["scheduleId"], document["scheduledAt"]) == (
+            None,
+            None,
+            None,
+        )
+        assert [(s["onFailure"], s["continueOnFailure"]) for s in document["steps"]] == [
+            ("fail", False),
+            ("ignore", True),
+            ("fail", False),
+        ]
         items, _ = await store.list_workflows(namespace="default")
         assert [i["id"] for i in items] == ["old-1"]
         assert await store.list_workflows(namespace="acme") == ([], None)
@@ -176,6 +190,7 @@ async def test_upgrading_from_0001_keeps_every_row_index_and_reference(
                 ("deliveries", "workflow_id"): 192,
                 ("attempts", "workflow_id"): 192,
                 ("events", "workflow_id"): 192,
+                ("schedule_runs", "workflow_id"): 192,
             }
         # A namespace's widest id fits next to the old rows.
         await _create_long(store)

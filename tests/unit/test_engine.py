@@ -12,12 +12,14 @@ from app.engine import (
     AttemptResult,
     Backoff,
     DeliveryKind,
+    OnFailure,
     Outcome,
     RetryPolicy,
     StepErrorCode,
     StepStatus,
     WorkflowErrorCode,
     WorkflowStatus,
+    ancestor_state,
     backoff_delay,
     callback_kind_for,
     classify_answer,
@@ -29,6 +31,7 @@ from app.engine import (
     parse_retry_after,
     previous_steps,
     satisfies_dependents,
+    starts_dependents_at_once,
     workflow_error,
 )
 
@@ -197,20 +200,44 @@ def test_single_attempt_policy_never_retries() -> None:
     assert decide_after_attempt(classify_answer(500, b""), 1, policy).status is StepStatus.FAILED
 
 
+FAIL, IGNORE, REMOVE, CONTINUE = (
+    OnFailure.FAIL,
+    OnFailure.IGNORE,
+    OnFailure.REMOVE,
+    OnFailure.CONTINUE,
+)
+ALL_OPTIONS = (FAIL, IGNORE, REMOVE, CONTINUE)
+
+
 @pytest.mark.parametrize(
-    ("status", "continue_on_failure", "satisfies", "dooms"),
+    ("status", "on_failure", "satisfies", "dooms", "at_once"),
     [
-        (StepStatus.COMPLETED, False, True, False),
-        (StepStatus.SKIPPED, False, True, False),
-        (StepStatus.FAILED, False, False, True),
-        (StepStatus.FAILED, True, True, False),
-        (StepStatus.CANCELLED, False, False, False),
-        (StepStatus.CANCELLED, True, False, False),
+        *((StepStatus.COMPLETED, o, True, False, False) for o in ALL_OPTIONS),
+        # A skip is never a failure, whatever the step's option.
+        *((StepStatus.SKIPPED, o, True, False, False) for o in ALL_OPTIONS),
+        (StepStatus.FAILED, FAIL, False, True, False),
+        (StepStatus.FAILED, IGNORE, True, False, False),
+        (StepStatus.FAILED, REMOVE, True, False, False),
+        (StepStatus.FAILED, CONTINUE, True, False, True),
+        *((StepStatus.CANCELLED, o, False, False, False) for o in ALL_OPTIONS),
     ],
 )
-def test_dependency_rules(status, continue_on_failure, satisfies, dooms) -> None:
-    assert satisfies_dependents(status, continue_on_failure) is satisfies
-    assert dooms_workflow(status, continue_on_failure) is dooms
+def test_dependency_rules(status, on_failure, satisfies, dooms, at_once) -> None:
+    assert satisfies_dependents(status, on_failure) is satisfies
+    assert dooms_workflow(status, on_failure) is dooms
+    assert starts_dependents_at_once(status, on_failure) is at_once
+
+
+def test_a_failed_removed_step_is_left_out_of_previous_steps() -> None:
+    states = {
+        "a": ancestor_state("failed", None, {"code": "http_error"}, "remove"),
+        "b": ancestor_state("failed", None, {"code": "http_error"}, "ignore"),
+        "c": ancestor_state("completed", 1, None, "remove"),
+    }
+    assert previous_steps(["a", "b", "c"], states) == {
+        "b": {"status": "failed", "error": {"code": "http_error"}},
+        "c": {"status": "completed", "result": 1},
+    }
 
 
 def test_callback_kinds() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ from app.engine import (
     TERMINAL_WORKFLOW_STATUSES,
     AttemptResult,
     DeliveryKind,
+    OnFailure,
     RetryPolicy,
     StepErrorCode,
     StepStatus,
@@ -146,6 +147,7 @@ def make(
     context: Any = None,
     on_complete: str | None = "http://h/done",
     on_error: str | None = "http://h/failed",
+    start_at: datetime | None = None,
 ) -> Sim:
     deps = {s["id"]: list(s.get("dependsOn", [])) for s in steps}
     dependents: dict[str, list[str]] = {s["id"]: [] for s in steps}
@@ -162,7 +164,9 @@ def make(
             url=f"http://h/{s['id']}",
             run_id=f"run-{s['id']}",
             policy=RetryPolicy(max_attempts=s.get("maxAttempts", 1), jitter=False),
-            continue_on_failure=s.get("continueOnFailure", False),
+            on_failure=OnFailure(
+                s.get("onFailure", "ignore" if s.get("continueOnFailure") else "fail")
+            ),
             condition=s.get("when"),
             compensation=s.get("compensation"),
             position=i,
@@ -172,7 +176,7 @@ def make(
     workflow = WorkflowState(
         id="wf",
         name="test",
-        status=WorkflowStatus.RUNNING,
+        status=WorkflowStatus.PENDING if start_at else WorkflowStatus.RUNNING,
         context=context or {},
         fail_fast=fail_fast,
         saga=saga,
@@ -192,7 +196,7 @@ def make(
         all_loaded=True,
         evaluate=lambda check: decide(check.source, check.context, check.steps),
     )
-    machine.start()
+    machine.start(start_at=start_at)
     sim = Sim(machine)
     sim.drain()
     return sim
@@ -288,6 +292,174 @@ def test_continue_on_failure_lets_dependents_see_the_failure() -> None:
     assert sim.status is WorkflowStatus.COMPLETED
     assert sim.callbacks[0].payload is not None
     assert sim.callbacks[0].payload["failedSteps"] == ["a"]
+
+
+# --------------------------------------------------------------------------- onFailure
+
+#: A diamond whose left branch fails for good; ``merge`` also waits for a slow ``right``.
+FAILING_LEFT = [
+    {"id": "start"},
+    {"id": "left", "dependsOn": ["start"]},
+    {"id": "right", "dependsOn": ["start"]},
+    {"id": "merge", "dependsOn": ["left", "right"], "when": "true"},
+]
+
+
+def _claim_step(sim: Sim, step_id: str) -> tuple[NewDelivery, int]:
+    return sim.claim(next(i for i, (d, _) in enumerate(sim.outstanding) if d.step_id == step_id))
+
+
+def _diamond_with_left(on_failure: str, *, saga: bool = False) -> tuple[Sim, Any]:
+    """The diamond after ``left`` failed for good while ``right`` is still on the wire."""
+    steps = [dict(s) for s in FAILING_LEFT]
+    steps[1]["onFailure"] = on_failure
+    steps[0]["compensation"] = "http://h/undo-start"
+    sim = make(steps, saga=saga)
+    sim.answer(*_claim_step(sim, "start"), ok("s"))
+    right = _claim_step(sim, "right")
+    sim.answer(*_claim_step(sim, "left"), broken())
+    return sim, right
+
+
+def test_on_failure_fail_dooms_the_workflow_and_compensates() -> None:
+    sim, right = _diamond_with_left("fail", saga=True)
+    sim.answer(*right, ok("r"))
+    sim.send_all()
+    assert sim.step("merge").status is StepStatus.CANCELLED
+    assert sim.compensated == ["start"]
+    assert sim.status is WorkflowStatus.COMPENSATED
+
+
+@pytest.mark.parametrize("option", ["ignore", "remove"])
+def test_on_failure_ignore_and_remove_let_dependents_run_when_the_rest_is_done(
+    option: str,
+) -> None:
+    sim, right = _diamond_with_left(option, saga=True)
+    assert sim.step("merge").status is StepStatus.PENDING  # still waits for right
+    sim.answer(*right, ok("r"))
+    sim.send_all()
+    assert sim.deps_at_dispatch["merge"] == {
+        "left": StepStatus.FAILED,
+        "right": StepStatus.COMPLETED,
+    }
+    assert sim.step("merge").status is StepStatus.COMPLETED
+    # Not a failure of the workflow: no compensation, onComplete.
+    assert sim.status is WorkflowStatus.COMPLETED
+    assert sim.compensated == []
+    assert [c.kind for c in sim.callbacks] == [DeliveryKind.ON_COMPLETE]
+
+
+@pytest.mark.parametrize(("option", "seen"), [("ignore", True), ("remove", False)])
+def test_on_failure_remove_leaves_the_step_out_of_previous_steps(option: str, seen: bool) -> None:
+    sim = make([{"id": "a", "onFailure": option}, {"id": "b", "dependsOn": ["a"], "when": "true"}])
+    sim.machine._evaluate = None  # ask for the verdict, to see what it is asked with
+    _, attempt = _claim_step(sim, "a")
+    sim.machine.attempt_finished("a", attempt, broken())
+    need = sim.machine.run()
+    assert need is not None and [c.step_id for c in need.conditions] == ["b"]
+    assert ("a" in need.conditions[0].steps) is seen
+
+
+def test_on_failure_continue_starts_direct_dependents_at_once() -> None:
+    sim, right = _diamond_with_left("continue")
+    # merge went out while right is still on the wire.
+    assert sim.step("merge").status is StepStatus.RUNNING
+    assert sim.step("right").status is StepStatus.RUNNING
+    sim.answer(*_claim_step(sim, "merge"), ok("m"))
+    assert sim.deps_at_dispatch["merge"] == {
+        "left": StepStatus.FAILED,
+        "right": StepStatus.RUNNING,
+    }
+    assert sim.status is WorkflowStatus.RUNNING  # right still open
+    sim.answer(*right, ok("r"))
+    assert sim.status is WorkflowStatus.COMPLETED
+    # merge ran once; right settling later did not start it again.
+    assert sim.dispatched.count("merge") == 1
+    assert sim.outstanding == []
+
+
+def test_a_skipped_step_is_never_a_failure_whatever_its_option() -> None:
+    for option in ("fail", "ignore", "remove", "continue"):
+        sim = make(
+            [
+                {"id": "a", "when": "false", "onFailure": option},
+                {"id": "b", "dependsOn": ["a"]},
+            ]
+        )
+        sim.send_all()
+        assert sim.step("a").status is StepStatus.SKIPPED
+        assert sim.step("b").status is StepStatus.COMPLETED
+        assert sim.status is WorkflowStatus.COMPLETED
+
+
+def test_a_workflow_retry_reruns_only_steps_that_failed_it() -> None:
+    sim = make(
+        [
+            {"id": "a", "onFailure": "ignore"},
+            {"id": "b"},
+            {"id": "c", "dependsOn": ["a", "b"]},
+        ]
+    )
+    sim.send_all({"a": broken(), "b": broken()})
+    assert sim.status is WorkflowStatus.FAILED
+    sim.machine.retry_workflow()
+    sim.drain()
+    assert sim.step("a").status is StepStatus.FAILED  # did not fail the workflow: kept
+    assert sim.step("b").status is StepStatus.RUNNING
+    sim.send_all()
+    assert sim.status is WorkflowStatus.COMPLETED
+
+
+# --------------------------------------------------------------------------- delayed start
+
+
+def _delayed(steps: list[dict[str, Any]]) -> Sim:
+    return make(steps, start_at=NOW + timedelta(hours=1))
+
+
+def test_a_delayed_workflow_stays_pending_and_sends_nothing() -> None:
+    sim = _delayed(DIAMOND)
+    assert sim.status is WorkflowStatus.PENDING
+    assert sim.outstanding == [] and sim.callbacks == []
+    assert sim.events == [("workflow.created", None)]
+    assert all(s.status is StepStatus.PENDING for s in sim.machine.steps.values())
+
+
+def test_a_delayed_workflow_begins_with_its_timeout_counted_from_then() -> None:
+    sim = _delayed(DIAMOND)
+    later = NOW + timedelta(hours=1)
+    sim.machine.now = later
+    assert sim.machine.begin() is True
+    effects = sim.machine.effects
+    assert effects.workflow["status"] is WorkflowStatus.RUNNING
+    assert effects.workflow["started_at"] == later
+    assert effects.workflow["deadline_at"] == later + timedelta(seconds=86400)
+    sim.drain()
+    assert ("workflow.started", None) in sim.events
+    assert [d.step_id for d, _ in sim.outstanding] == ["start"]
+    assert sim.machine.begin() is False  # begun already: a second start does nothing
+    sim.send_all()
+    assert sim.status is WorkflowStatus.COMPLETED
+
+
+def test_a_pending_workflow_can_be_cancelled_and_then_never_begins() -> None:
+    sim = _delayed(DIAMOND)
+    sim.machine.cancel(compensate=False)
+    sim.drain()
+    assert sim.status is WorkflowStatus.CANCELLED
+    assert all(s.status is StepStatus.CANCELLED for s in sim.machine.steps.values())
+    assert "workflow.started" not in [t for t, _ in sim.events]
+    assert [c.kind for c in sim.callbacks] == [DeliveryKind.ON_ERROR]
+    assert sim.machine.begin() is False
+
+
+def test_a_pending_workflow_neither_times_out_nor_reruns_steps() -> None:
+    sim = _delayed(DIAMOND)
+    sim.machine.timeout()
+    sim.drain()
+    assert sim.status is WorkflowStatus.PENDING
+    with pytest.raises(ActionRefused, match="pending"):
+        sim.machine.retry_step("start")
 
 
 def test_retries_then_success() -> None:
@@ -521,7 +693,7 @@ def test_without_an_evaluator_the_machine_asks_for_verdicts_in_batches() -> None
         "d": state("d", ["a"], [], "steps.a.status == 'skipped'"),
         "e": state("e", [], [], "context.y > 1"),
     }
-    steps["e"].continue_on_failure = True
+    steps["e"].on_failure = OnFailure.IGNORE
     context = {"x": 1}
     machine = Machine(
         WorkflowState("wf", None, WorkflowStatus.RUNNING, context, True, False, None, 5, 5),
@@ -579,7 +751,7 @@ def random_workflows(draw: st.DrawFn) -> tuple[list[dict[str, Any]], bool, bool,
                 "id": f"s{i}",
                 "dependsOn": [f"s{d}" for d in deps],
                 "maxAttempts": draw(st.integers(1, 3)),
-                "continueOnFailure": draw(st.booleans()),
+                "onFailure": draw(st.sampled_from([p.value for p in OnFailure])),
                 "compensation": f"http://h/undo-{i}" if draw(st.booleans()) else None,
             }
         )
@@ -627,15 +799,25 @@ def test_random_dags_reach_one_terminal_status_respecting_the_rules(
             StepStatus.CANCELLED,
         ), (step.step_id, step.status)
     assert sim.machine.workflow.open_steps == 0
-    # No step was sent before each of its dependencies had settled in a way that lets it run.
+    # No step was sent before each of its dependencies had settled in a way that lets it
+    # run — unless one of them failed with onFailure "continue", which sends it at once.
+    state = sim.machine.steps
     for step_id, deps in sim.deps_at_dispatch.items():
-        state = sim.machine.steps
+        if any(
+            status is StepStatus.FAILED and state[dep].on_failure is OnFailure.CONTINUE
+            for dep, status in deps.items()
+        ):
+            continue
         for dep, status in deps.items():
             assert (
                 status is StepStatus.COMPLETED
                 or status is StepStatus.SKIPPED
-                or (status is StepStatus.FAILED and state[dep].continue_on_failure)
+                or (status is StepStatus.FAILED and state[dep].on_failure is not OnFailure.FAIL)
             ), (step_id, dep, status)
+    # Only a step failing with onFailure "fail" fails the workflow.
+    failed = [s for s in state.values() if s.status is StepStatus.FAILED]
+    if sim.status is WorkflowStatus.COMPLETED:
+        assert all(s.on_failure is not OnFailure.FAIL for s in failed)
     # Nothing is both completed and cancelled.
     done = {s for t, s in sim.events if t == "step.completed"}
     cancelled = {s for t, s in sim.events if t == "step.cancelled"}

@@ -80,7 +80,12 @@ def test_every_route_is_in_the_document(document: dict[str, Any]) -> None:
         for path, operations in document["paths"].items()
         for method in operations
     }
-    camel = {"workflow_id": "workflowId", "step_id": "stepId", "token": "token"}
+    camel = {
+        "workflow_id": "workflowId",
+        "step_id": "stepId",
+        "token": "token",
+        "schedule_id": "scheduleId",
+    }
     for route in routes():
         if not route.include_in_schema:
             continue

@@ -134,9 +134,16 @@ def test_from_body_defaults_and_result_of() -> None:
         {"workflowId": "wf_1", "previousSteps": {"a": {"status": "skipped"}}, "deadline": "soon"}
     )
     assert (step.attempt, step.kind, step.context, step.deadline) == (1, "step", {}, None)
+    assert step.schedule is None
     assert step.result_of("a") is None
     with pytest.raises(KeyError):
         step.result_of("b")
+
+
+def test_the_schedule_of_a_fired_workflow() -> None:
+    tick = {"id": "nightly", "scheduledAt": "2026-11-22T02:00:00.000Z"}
+    step = StepRequest.from_body({"workflowId": "nightly-20261122T020000Z", "schedule": tick})
+    assert step.schedule == tick
 
 
 async def test_a_returned_response_is_sent_as_is() -> None:

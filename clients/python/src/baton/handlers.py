@@ -115,6 +115,8 @@ class StepRequest:
     compensating: dict[str, Any] | None
     raw: dict[str, Any] = field(repr=False)
     message_id: str = ""
+    #: ``{"id", "scheduledAt"}`` when a schedule fired the workflow, else None.
+    schedule: dict[str, Any] | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any], *, message_id: str = "") -> StepRequest:
@@ -142,6 +144,7 @@ class StepRequest:
             compensating=_optional(body, "compensating", dict),
             raw=dict(body),
             message_id=message_id,
+            schedule=_optional(body, "schedule", dict),
         )
 
     def result_of(self, step_id: str) -> Any:
